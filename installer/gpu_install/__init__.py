@@ -1,0 +1,3 @@
+"""gpu-install: make Linux hosts run GPU containers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,28 @@
+"""gpu-install plan: the site playbook in check+diff mode; changes nothing."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import engine, settings
+from ..collection import FQCN
+from ..output import emit_json
+from ..progress import Progress, expected_tasks
+from ._common import print_changes, result_json
+
+
+def run(args: argparse.Namespace) -> int:
+    values, _source = settings.load(args.config)
+    playbook = f"{FQCN}.site"
+    with Progress("plan", expected_tasks(playbook), enabled=not args.json) as prog:
+        result = engine.run_playbook(playbook, values, check=True, progress=prog)
+    err = result.error()
+    if args.json:
+        emit_json(result_json(result))
+    else:
+        print_changes(result, "Plan")
+        if err is not None:
+            from ..output import emit_error
+
+            emit_error(err, False)
+    return err.code if err is not None else 0

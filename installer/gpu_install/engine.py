@@ -1,0 +1,234 @@
+"""The run engine: the collection's playbooks run locally through ansible-runner.
+
+One playbook process per run; its event stream feeds the progress display and
+the result. Failures keep their class: a failing task's ``gpu_install_error``
+gives the exit code, anything else is exit 1 with the log's path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import signals
+from .collection import FQCN, collections_path
+from .errors import GpuInstallError, codes
+from .settings import state_dir
+
+KEEP_RUNS = 20
+
+# Settings that make a local converge cheap: no fact gathering, no retry files,
+# no warnings about the implicit localhost inventory.
+ANSIBLE_ENV = {
+    "ANSIBLE_RETRY_FILES_ENABLED": "False",
+    "ANSIBLE_LOCALHOST_WARNING": "False",
+    "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+    "ANSIBLE_GATHERING": "explicit",
+    "ANSIBLE_PIPELINING": "True",
+    "ANSIBLE_NOCOLOR": "True",
+    "ANSIBLE_FORCE_COLOR": "False",
+    "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
+    "ANSIBLE_DEPRECATION_WARNINGS": "False",
+    "ANSIBLE_SYSTEM_WARNINGS": "False",
+    "ANSIBLE_INJECT_FACT_VARS": "False",
+}
+
+
+@dataclass
+class Change:
+    host: str
+    role: str
+    task: str
+    action: str
+    handler: bool = False
+    diff: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"host": self.host, "role": self.role, "task": self.task, "action": self.action}
+        if self.handler:
+            out["handler"] = True
+        if self.diff:
+            out["diff"] = self.diff
+        return out
+
+
+@dataclass
+class RunResult:
+    check: bool
+    run_id: str
+    artifacts: Path
+    log: Path
+    changes: list[Change] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    tasks_started: int = 0
+    reboot_required: bool = False
+    facts: dict[str, Any] = field(default_factory=dict)
+    status: str = "unknown"
+    rc: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def changed(self) -> int:
+        return len(self.changes)
+
+    def error(self) -> GpuInstallError | None:
+        """The class of this run's failure, from the first failing task's gpu_install_error."""
+        signum = signals.received()
+        if signum is not None:
+            return GpuInstallError(128 + signum, self._interrupted_reason(signum), log=str(self.log))
+        for failure in self.failures:
+            record = failure.get("gpu_install_error")
+            if isinstance(record, dict) and record.get("code") in codes.EXIT_CODES:
+                return GpuInstallError(int(record["code"]), str(record.get("reason")), log=str(self.log))
+        if self.failures:
+            first = self.failures[0]
+            msg = first.get("msg") or "a task failed"
+            return GpuInstallError(
+                codes.INTERNAL, f"task '{first.get('task')}' failed: {msg}", log=str(self.log)
+            )
+        if self.status not in ("successful",) or self.rc != 0:
+            return GpuInstallError(
+                codes.INTERNAL, f"the playbook ended with status {self.status} (rc {self.rc})", log=str(self.log)
+            )
+        return None
+
+    def _interrupted_reason(self, signum: int) -> str:
+        import signal as _signal
+
+        done = ", ".join(f"{c.role}: {c.task}" for c in self.changes) or "nothing"
+        return (
+            f"interrupted by {_signal.Signals(signum).name} after {self.tasks_started} tasks; changed so far: {done}; "
+            "the remaining steps were not run: run apply again to finish."
+        )
+
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def _bin_dir() -> str:
+    # The interpreter running the CLI has its Ansible beside it (a venv that is
+    # not on PATH, reached through a symlink, still works): do not resolve links.
+    return str(Path(sys.executable).parent)
+
+
+def _prune(runs_dir: Path) -> None:
+    runs = sorted((p for p in runs_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in runs[:-KEEP_RUNS]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_playbook(
+    playbook: str,
+    settings: dict[str, Any],
+    *,
+    check: bool,
+    progress: ProgressFn | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> RunResult:
+    import ansible_runner
+
+    base = state_dir()
+    runs_dir = base / "runs"
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GpuInstallError(codes.HOST_ERROR, f"cannot create the log directory {runs_dir} ({exc.strerror}).") from None
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + ("plan" if check else "apply") + "-" + uuid.uuid4().hex[:6]
+    pdd = runs_dir / run_id
+    (pdd / "env").mkdir(parents=True)
+    # Extra vars go in as a file, never as k=v strings.
+    (pdd / "env" / "extravars").write_text(json.dumps(settings))
+    os.chmod(pdd / "env" / "extravars", 0o600)
+    _prune(runs_dir)
+
+    env = dict(ANSIBLE_ENV)
+    env["PATH"] = _bin_dir() + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(collections_path())
+    env["ANSIBLE_LOCAL_TEMP"] = str(pdd / "tmp")
+    env["ANSIBLE_HOME"] = str(base / "ansible")
+    if extra_env:
+        env.update(extra_env)
+    inventory = {
+        "all": {
+            "hosts": {
+                "localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+            }
+        }
+    }
+    result = RunResult(check=check, run_id=run_id, artifacts=pdd / "artifacts" / run_id, log=pdd / "artifacts" / run_id / "stdout")
+    started = time.monotonic()
+
+    def on_event(event: dict[str, Any]) -> bool:
+        _collect(result, event, check)
+        if progress is not None:
+            progress(event)
+        return True
+
+    cmdline = "--check --diff" if check else "--diff"
+    with signals.deferred():
+        runner = ansible_runner.run(
+            private_data_dir=str(pdd),
+            ident=run_id,
+            playbook=playbook,
+            inventory=inventory,
+            envvars=env,
+            cmdline=cmdline,
+            quiet=True,
+            event_handler=on_event,
+            cancel_callback=lambda: signals.received() is not None,
+            settings={"suppress_ansible_output": True, "pexpect_timeout": 5},
+        )
+    result.elapsed = time.monotonic() - started
+    result.status = str(runner.status)
+    result.rc = int(runner.rc if runner.rc is not None else 1)
+    return result
+
+
+def site(check: bool, settings: dict[str, Any], progress: ProgressFn | None = None) -> RunResult:
+    return run_playbook(f"{FQCN}.site", settings, check=check, progress=progress)
+
+
+def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
+    kind = event.get("event")
+    data = event.get("event_data") or {}
+    if kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
+        result.tasks_started += 1
+        return
+    res = data.get("res") if isinstance(data.get("res"), dict) else {}
+    if kind == "runner_on_ok":
+        facts = res.get("ansible_facts") or {}
+        if isinstance(facts.get("gpu_install"), dict):
+            result.facts = facts["gpu_install"]
+        if res.get("reboot_required") is True:
+            result.reboot_required = True
+        if res.get("changed"):
+            result.changes.append(
+                Change(
+                    host=str(data.get("host", "")),
+                    role=str(data.get("role") or ""),
+                    task=str(data.get("task") or ""),
+                    action=str(data.get("task_action") or ""),
+                    handler=bool(data.get("handler")),
+                    diff=res.get("diff"),
+                )
+            )
+    elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+        failure = {
+            "host": data.get("host"),
+            "role": data.get("role"),
+            "task": data.get("task"),
+            "msg": res.get("msg") or res.get("stderr") or res.get("reason"),
+            "unreachable": kind == "runner_on_unreachable",
+        }
+        if isinstance(res.get("gpu_install_error"), dict):
+            failure["gpu_install_error"] = res["gpu_install_error"]
+        result.failures.append(failure)
+    elif kind == "runner_item_on_ok" and res.get("changed"):
+        pass  # counted by the task's own runner_on_ok

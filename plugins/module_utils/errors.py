@@ -1,0 +1,51 @@
+# -*- coding: utf-8 -*-
+# Copyright: gpu-install contributors
+# Apache License 2.0
+"""Exit codes and the error record every failure carries (stdlib only).
+
+One table, used by the modules on managed hosts, by the CLI and by the fleet
+report: a failing task returns ``gpu_install_error: {code, reason}`` and the
+doors read only that.
+"""
+
+from __future__ import annotations
+
+
+OK = 0
+INTERNAL = 1
+USAGE = 2
+UNSUPPORTED = 3
+INVALID_INPUT = 4
+PACKAGE_SOURCE = 5
+BUSY = 6
+DOCKER_ROLLED_BACK = 7
+VERIFY_FAILED = 8
+REBOOT_REQUIRED = 9
+HOST_ERROR = 10
+INTERRUPTED_SIGINT = 130
+INTERRUPTED_SIGTERM = 143
+
+# code -> short name, as README documents them.
+EXIT_CODES = {
+    OK: "ok",
+    INTERNAL: "internal error",
+    USAGE: "usage",
+    UNSUPPORTED: "unsupported platform or setting",
+    INVALID_INPUT: "invalid input (settings, malformed files)",
+    PACKAGE_SOURCE: "package source error",
+    BUSY: "busy (package manager lock, or another gpu-install run)",
+    DOCKER_ROLLED_BACK: "Docker failed to come back with the new configuration (rolled back)",
+    VERIFY_FAILED: "verification failed",
+    REBOOT_REQUIRED: "reboot required to finish",
+    HOST_ERROR: "host error (not root, disk full, read-only filesystem)",
+    INTERRUPTED_SIGINT: "interrupted by SIGINT",
+    INTERRUPTED_SIGTERM: "interrupted by SIGTERM",
+}
+
+
+def error_record(code, reason):
+    # type: (int, str) -> dict
+    """The ``gpu_install_error`` value a failing task returns."""
+    if code not in EXIT_CODES or code == OK:
+        code = INTERNAL
+    return {"code": int(code), "reason": str(reason)}
