@@ -90,9 +90,7 @@ class RunResult:
         if self.failures:
             first = self.failures[0]
             msg = first.get("msg") or "a task failed"
-            return GpuInstallError(
-                codes.INTERNAL, f"task '{first.get('task')}' failed: {msg}", log=str(self.log)
-            )
+            return GpuInstallError(codes.INTERNAL, f"task '{first.get('task')}' failed: {msg}", log=str(self.log))
         if self.status not in ("successful",) or self.rc != 0:
             return GpuInstallError(
                 codes.INTERNAL, f"the playbook ended with status {self.status} (rc {self.rc})", log=str(self.log)
@@ -139,7 +137,9 @@ def run_playbook(
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GpuInstallError(codes.HOST_ERROR, f"cannot create the log directory {runs_dir} ({exc.strerror}).") from None
+        raise GpuInstallError(
+            codes.HOST_ERROR, f"cannot create the log directory {runs_dir} ({exc.strerror})."
+        ) from None
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + ("plan" if check else "apply") + "-" + uuid.uuid4().hex[:6]
     pdd = runs_dir / run_id
     (pdd / "env").mkdir(parents=True)
@@ -156,13 +156,11 @@ def run_playbook(
     if extra_env:
         env.update(extra_env)
     inventory = {
-        "all": {
-            "hosts": {
-                "localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-            }
-        }
+        "all": {"hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}
     }
-    result = RunResult(check=check, run_id=run_id, artifacts=pdd / "artifacts" / run_id, log=pdd / "artifacts" / run_id / "stdout")
+    result = RunResult(
+        check=check, run_id=run_id, artifacts=pdd / "artifacts" / run_id, log=pdd / "artifacts" / run_id / "stdout"
+    )
     started = time.monotonic()
 
     def on_event(event: dict[str, Any]) -> bool:
@@ -201,7 +199,8 @@ def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
     if kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
         result.tasks_started += 1
         return
-    res = data.get("res") if isinstance(data.get("res"), dict) else {}
+    raw = data.get("res")
+    res: dict[str, Any] = raw if isinstance(raw, dict) else {}
     if kind == "runner_on_ok":
         facts = res.get("ansible_facts") or {}
         if isinstance(facts.get("gpu_install"), dict):

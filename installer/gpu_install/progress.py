@@ -73,7 +73,9 @@ class Progress:
         if kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
             self.n += 1
             role = data.get("role")
-            task = data.get("task") or data.get("name") or ""
+            task = str(data.get("task") or data.get("name") or "")
+            if task.startswith("Validating arguments against arg spec"):
+                task = "Validate the settings"
             self.current = f"{role}: {task}" if role else str(task)
             self._show()
         elif kind == "runner_on_ok" and (data.get("res") or {}).get("changed"):

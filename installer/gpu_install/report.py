@@ -27,11 +27,15 @@ def print_facts(facts: dict[str, Any]) -> None:
     table.add_column(style="bold")
     table.add_column()
     os_name = osf.get("name") or osf.get("id")
-    table.add_row("OS", f"{_fmt(os_name)} ({_fmt(osf.get('family'))}, {_fmt(osf.get('codename'))}, {_fmt(osf.get('arch'))})")
+    table.add_row(
+        "OS", f"{_fmt(os_name)} ({_fmt(osf.get('family'))}, {_fmt(osf.get('codename'))}, {_fmt(osf.get('arch'))})"
+    )
     flavour = docker.get("flavour")
     table.add_row(
         "Docker",
-        f"{flavour} {_fmt(docker.get('version'))}, config {_fmt(docker.get('config_path'))}" if flavour else "not installed",
+        f"{flavour} {_fmt(docker.get('version'))}, config {_fmt(docker.get('config_path'))}"
+        if flavour
+        else "not installed",
     )
     gpus = facts.get("gpus") or []
     if gpus:
@@ -41,7 +45,10 @@ def print_facts(facts: dict[str, Any]) -> None:
     else:
         table.add_row("GPU", "none found")
     table.add_row("Driver", f"{_fmt(driver.get('version'))} loaded" if driver.get("loaded") else "not loaded")
-    table.add_row("Kernel", f"{_fmt(kernel.get('release'))}, headers {'installed' if kernel.get('headers_installed') else 'missing'}")
+    table.add_row(
+        "Kernel",
+        f"{_fmt(kernel.get('release'))}, headers {'installed' if kernel.get('headers_installed') else 'missing'}",
+    )
     table.add_row("Secure Boot", _fmt(facts.get("secure_boot")))
     con.print(table)
     problems = facts.get("problems") or []

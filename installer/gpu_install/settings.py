@@ -40,7 +40,7 @@ def load(path: str | None) -> tuple[dict[str, Any], str | None]:
     import yaml
 
     explicit = path is not None
-    file = Path(path) if explicit else DEFAULT_PATH
+    file = Path(path) if path is not None else DEFAULT_PATH
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -50,7 +50,9 @@ def load(path: str | None) -> tuple[dict[str, Any], str | None]:
             ) from None
         return {}, None
     except (OSError, UnicodeDecodeError) as exc:
-        raise GpuInstallError(codes.INVALID_INPUT, f"settings file {file} cannot be read ({exc}): fix it and run again.") from None
+        raise GpuInstallError(
+            codes.INVALID_INPUT, f"settings file {file} cannot be read ({exc}): fix it and run again."
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -69,11 +71,10 @@ def load(path: str | None) -> tuple[dict[str, Any], str | None]:
             codes.INVALID_INPUT,
             f"settings file {file} must be a mapping of setting names to values, not a {type(data).__name__}.",
         )
-    validate(data, str(file))
-    return data, str(file)
+    return validate(data, str(file)), str(file)
 
 
-def validate(data: dict[str, Any], source: str) -> None:
+def validate(data: dict[str, Any], source: str) -> dict[str, Any]:
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
     spec = schema()
@@ -88,16 +89,14 @@ def validate(data: dict[str, Any], source: str) -> None:
     subset = {k: v for k, v in spec.items() if k in data}
     result = ArgumentSpecValidator(_without_defaults(subset)).validate(dict(data))
     if result.error_messages:
-        raise GpuInstallError(
-            codes.INVALID_INPUT, f"invalid settings in {source}: {'; '.join(result.error_messages)}."
-        )
+        raise GpuInstallError(codes.INVALID_INPUT, f"invalid settings in {source}: {'; '.join(result.error_messages)}.")
+    return {k: result.validated_parameters[k] for k in data}
 
 
 def _without_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, opt in spec.items():
-        opt = {k: v for k, v in opt.items() if k not in ("default", "description")}
-        out[name] = opt
+        out[name] = {k: v for k, v in opt.items() if k not in ("default", "description")}
     return out
 
 

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: gpu-install contributors
 # Apache License 2.0
 """Exit codes and the error record every failure carries (stdlib only).
@@ -9,7 +8,6 @@ doors read only that.
 """
 
 from __future__ import annotations
-
 
 OK = 0
 INTERNAL = 1

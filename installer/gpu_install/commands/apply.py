@@ -20,9 +20,7 @@ def run(args: argparse.Namespace) -> int:
     with run_lock():
         if not args.yes:
             if args.json or not sys.stdin.isatty():
-                raise GpuInstallError(
-                    codes.USAGE, "apply needs --yes when it cannot ask (no terminal, or --json)."
-                )
+                raise GpuInstallError(codes.USAGE, "apply needs --yes when it cannot ask (no terminal, or --json).")
             with Progress("plan", expected_tasks(playbook)) as prog:
                 plan = engine.run_playbook(playbook, values, check=True, progress=prog)
             err = plan.error()

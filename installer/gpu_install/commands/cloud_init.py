@@ -11,9 +11,7 @@ PROVIDERS = ("aws", "azure", "gcp")
 
 def run(args: argparse.Namespace) -> int:
     if args.provider not in PROVIDERS:
-        raise GpuInstallError(
-            codes.USAGE, f"unknown provider {args.provider!r}: use one of {', '.join(PROVIDERS)}."
-        )
+        raise GpuInstallError(codes.USAGE, f"unknown provider {args.provider!r}: use one of {', '.join(PROVIDERS)}.")
     raise GpuInstallError(
         codes.UNSUPPORTED,
         "cloud-init user-data rendering is not in this release yet: install gpu-install in your image and run "

@@ -19,11 +19,10 @@ def run(args: argparse.Namespace) -> int:
     err = result.error()
     if args.json:
         emit_json(result_json(result, {"verified": err is None}))
+    elif err is None:
+        console().print("Verified: containers see the GPU.")
     else:
-        if err is None:
-            console().print("Verified: containers see the GPU.")
-        else:
-            from ..output import emit_error
+        from ..output import emit_error
 
-            emit_error(err, False)
+        emit_error(err, False)
     return err.code if err is not None else 0
