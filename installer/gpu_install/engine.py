@@ -67,6 +67,8 @@ class RunResult:
     log: Path
     changes: list[Change] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    blockers: list[dict[str, Any]] = field(default_factory=list)
+    handler_tasks: set[str] = field(default_factory=set)
     tasks_started: int = 0
     reboot_required: bool = False
     facts: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +93,9 @@ class RunResult:
             first = self.failures[0]
             msg = first.get("msg") or "a task failed"
             return GpuInstallError(codes.INTERNAL, f"task '{first.get('task')}' failed: {msg}", log=str(self.log))
+        if self.blockers:
+            first = self.blockers[0]
+            return GpuInstallError(int(first["code"]), str(first["reason"]), log=str(self.log))
         if self.status not in ("successful",) or self.rc != 0:
             return GpuInstallError(
                 codes.INTERNAL, f"the playbook ended with status {self.status} (rc {self.rc})", log=str(self.log)
@@ -198,6 +203,9 @@ def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
     data = event.get("event_data") or {}
     if kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
         result.tasks_started += 1
+        # ansible-runner reports a handler's start as a task start with is_conditional.
+        if kind == "playbook_on_handler_task_start" or data.get("is_conditional"):
+            result.handler_tasks.add(str(data.get("task_uuid")))
         return
     raw = data.get("res")
     res: dict[str, Any] = raw if isinstance(raw, dict) else {}
@@ -205,6 +213,9 @@ def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
         facts = res.get("ansible_facts") or {}
         if isinstance(facts.get("gpu_install"), dict):
             result.facts = facts["gpu_install"]
+        blocker = res.get("gpu_install_blocker")
+        if isinstance(blocker, dict) and blocker.get("code") in codes.EXIT_CODES:
+            result.blockers.append({"host": data.get("host"), "code": int(blocker["code"]), "reason": blocker.get("reason")})
         if res.get("reboot_required") is True:
             result.reboot_required = True
         if res.get("changed"):
@@ -214,7 +225,7 @@ def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
                     role=str(data.get("role") or ""),
                     task=str(data.get("task") or ""),
                     action=str(data.get("task_action") or ""),
-                    handler=bool(data.get("handler")),
+                    handler=str(data.get("task_uuid")) in result.handler_tasks,
                     diff=res.get("diff"),
                 )
             )

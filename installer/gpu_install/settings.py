@@ -101,7 +101,13 @@ def _without_defaults(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def state_dir() -> Path:
-    """Where runs keep their logs and artifacts: /var/log/gpu-install as root, else the user's state dir."""
+    """Where runs keep their logs and artifacts: /var/log/gpu-install as root, else the user's state dir.
+
+    GPU_INSTALL_LOG_DIR overrides both.
+    """
+    override = os.environ.get("GPU_INSTALL_LOG_DIR")
+    if override:
+        return Path(override)
     if os.geteuid() == 0:
         return Path("/var/log/gpu-install")
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")

@@ -27,6 +27,12 @@ options:
       - One sentence naming what was found and how to fix it.
     type: str
     required: true
+  defer_in_check_mode:
+    description:
+      - In check mode, do not fail; return the record as C(gpu_install_blocker) so that a plan goes on,
+        shows every change, and ends with this error's exit code.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -45,7 +51,7 @@ EXAMPLES = r"""
 RETURN = r"""
 gpu_install_error:
   description: The classified error.
-  returned: always
+  returned: when the task fails
   type: dict
   contains:
     code:
@@ -54,6 +60,10 @@ gpu_install_error:
     reason:
       description: The one-sentence reason.
       type: str
+gpu_install_blocker:
+  description: The same record, returned instead of failing in check mode with O(defer_in_check_mode).
+  returned: in check mode with O(defer_in_check_mode)
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -63,10 +73,17 @@ from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={"code": {"type": "int", "required": True}, "reason": {"type": "str", "required": True}},
+        argument_spec={
+            "code": {"type": "int", "required": True},
+            "reason": {"type": "str", "required": True},
+            "defer_in_check_mode": {"type": "bool", "default": False},
+        },
         supports_check_mode=True,
     )
     record = errors.error_record(module.params["code"], " ".join(module.params["reason"].split()))
+    if module.check_mode and module.params["defer_in_check_mode"]:
+        module.warn(record["reason"])
+        module.exit_json(changed=False, msg=record["reason"], gpu_install_blocker=record)
     module.fail_json(msg=record["reason"], gpu_install_error=record)
 
 

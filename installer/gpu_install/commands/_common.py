@@ -54,6 +54,7 @@ def result_json(result: RunResult, extra: dict[str, Any] | None = None) -> dict[
         "failed": failed,
         "reboot_required": result.reboot_required,
         "changes": [c.as_dict() for c in result.changes],
+        "blockers": result.blockers,
         "log": str(result.log),
         "artifacts": str(result.artifacts),
         "elapsed_s": round(result.elapsed, 3),
