@@ -215,7 +215,9 @@ def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
             result.facts = facts["gpu_install"]
         blocker = res.get("gpu_install_blocker")
         if isinstance(blocker, dict) and blocker.get("code") in codes.EXIT_CODES:
-            result.blockers.append({"host": data.get("host"), "code": int(blocker["code"]), "reason": blocker.get("reason")})
+            result.blockers.append(
+                {"host": data.get("host"), "code": int(blocker["code"]), "reason": blocker.get("reason")}
+            )
         if res.get("reboot_required") is True:
             result.reboot_required = True
         if res.get("changed"):
