@@ -59,3 +59,20 @@ def print_facts(facts: dict[str, Any]) -> None:
             con.print(f"{mark} {p.get('code')}: {p.get('message')}")
     con.print()
     con.print("[green]supported[/green]" if facts.get("supported") else "[red]not supported[/red]")
+
+
+def host_line(facts: dict[str, Any]) -> str:
+    """One line about the host a plan or run was computed for."""
+    if not facts:
+        return "Host: not detected"
+    osf = facts.get("os") or {}
+    docker = facts.get("docker") or {}
+    driver = facts.get("driver") or {}
+    gpus = facts.get("gpus") or []
+    names = ", ".join(str(g.get("name") or g.get("device_id") or "NVIDIA GPU") for g in gpus) or "none"
+    dock = f"{docker.get('flavour')} {_fmt(docker.get('version'))}" if docker.get("flavour") else "not installed"
+    drv = f"{driver.get('version')}" if driver.get("loaded") else "not loaded"
+    return (
+        f"Host: {_fmt(osf.get('name') or osf.get('id'))} ({_fmt(osf.get('arch'))}) · Docker: {dock} · "
+        f"GPUs: {names} · driver: {drv}"
+    )

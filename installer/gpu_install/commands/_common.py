@@ -55,6 +55,7 @@ def result_json(result: RunResult, extra: dict[str, Any] | None = None) -> dict[
         "reboot_required": result.reboot_required,
         "changes": [c.as_dict() for c in result.changes],
         "blockers": result.blockers,
+        "host": result.facts,
         "log": str(result.log),
         "artifacts": str(result.artifacts),
         "elapsed_s": round(result.elapsed, 3),

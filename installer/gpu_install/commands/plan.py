@@ -20,6 +20,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(result_json(result))
     else:
+        from ..output import console
+        from ..report import host_line
+
+        console().print(host_line(result.facts), markup=False)
         print_changes(result, "Plan")
         if err is not None:
             from ..output import emit_error
