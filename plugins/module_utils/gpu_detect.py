@@ -24,7 +24,7 @@ import struct
 import subprocess
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import bdb_hash, errors
 
 SCHEMA = 1
 
@@ -772,6 +772,27 @@ def read_rpm_sqlite(path: str) -> Packages:
     raise ValueError(str(last_error) if last_error else "unreadable")
 
 
+def read_rpm_bdb(path: str) -> Packages:
+    """Packages of an rpm Berkeley DB ``Packages`` file (raises ValueError when unreadable)."""
+    packages: Packages = {}
+    for blob in bdb_hash.iter_values(path):
+        try:
+            fields = _rpm_header_fields(blob)
+        except (struct.error, ValueError, TypeError, IndexError):
+            continue
+        name = fields.get(RPMTAG_NAME)
+        if not isinstance(name, str) or not name:
+            continue
+        packages[name] = _rpm_package(
+            name,
+            fields.get(RPMTAG_EPOCH),
+            str(fields.get(RPMTAG_VERSION) or ""),
+            str(fields.get(RPMTAG_RELEASE) or ""),
+            fields.get(RPMTAG_ARCH) if isinstance(fields.get(RPMTAG_ARCH), str) else None,
+        )
+    return packages
+
+
 def parse_rpm_query(text: str) -> Packages:
     """Packages from ``rpm -qa --qf RPM_QUERY`` output."""
     packages: Packages = {}
@@ -818,7 +839,17 @@ def read_packages(host: Host) -> Tuple[Packages, List[Dict[str, Any]]]:
             other = [p for p in RPMDB_OTHER if host.exists(p)]
             if other:
                 where = other[0]
-                if host.live:
+                if not where.endswith(".db"):  # Berkeley DB (RHEL 8): read here, rpm only as the live fallback
+                    try:
+                        rpm = read_rpm_bdb(host.path(where))
+                    except ValueError as exc:
+                        if not host.live:
+                            raise
+                        try:
+                            rpm = _rpm_query_live()
+                        except Exception as live_exc:
+                            raise ValueError(f"{exc}; rpm -qa: {live_exc}") from None
+                elif host.live:  # ndb (SUSE): only rpm reads it
                     rpm = _rpm_query_live()
                 else:
                     raise ValueError("not an sqlite database; only rpm on the live host reads it")

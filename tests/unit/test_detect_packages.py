@@ -389,7 +389,7 @@ def test_sqlite_db_with_garbage_blobs_skips_those_rows(tmp_path, rpm_fixtures):
     assert "package_db_unreadable" not in codes(facts)
 
 
-def test_berkeley_db_under_root_is_reported_unreadable(tmp_path):
+def test_garbage_berkeley_db_under_root_is_reported_unreadable(tmp_path):
     root = make_tree(tmp_path, {"etc/os-release": RHEL9, "var/lib/rpm/Packages": b"\x00\x06\x15\x61" + b"\0" * 60})
     facts = gpu_detect.detect(str(root))
     assert "package_db_unreadable" in codes(facts)
