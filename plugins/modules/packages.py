@@ -1,0 +1,204 @@
+#!/usr/bin/python
+# Copyright: gpu-install contributors
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: packages
+short_description: Install packages with apt-get or dnf by argv, waiting for the package manager's lock
+description:
+  - Installs or removes packages with C(apt-get) or C(dnf) run by argv, with no python3-apt or python3-dnf
+    on the host, so that check mode works on minimal hosts.
+  - Check mode simulates (C(apt-get -s)) and lists every package and version that would be installed; with
+    O(update_cache) the simulation reads fresh package lists fetched into a scratch directory, never the host's.
+  - A real run waits up to O(lock_timeout) seconds while another process holds the package manager's lock,
+    then fails with exit class 6 naming that process; a dpkg run that was interrupted is finished first
+    (C(dpkg --configure -a)).
+  - A package source problem (unknown package, failed download, unsigned repository) fails with exit class 5.
+version_added: "0.1.0"
+author:
+  - gpu-install maintainers
+options:
+  names:
+    description:
+      - Packages, optionally with a version (apt C(name=version), dnf C(name-version)).
+    type: list
+    elements: str
+    required: true
+  state:
+    description:
+      - Whether the packages are installed or removed.
+    type: str
+    choices: [present, absent]
+    default: present
+  update_cache:
+    description:
+      - Refresh the package lists before installing (only when something is missing).
+    type: bool
+    default: false
+  lock_timeout:
+    description:
+      - Seconds to wait for the package manager's lock.
+    type: int
+    default: 300
+  proxy:
+    description:
+      - HTTP(S) proxy for downloads; empty for none.
+    type: str
+    default: ""
+  install_recommends:
+    description:
+      - Install apt's recommended packages too.
+    type: bool
+    default: false
+  simulate:
+    description:
+      - In check mode, resolve the packages with the package manager. Turn it off when their repository is
+        written by the same run (it does not exist yet in check mode).
+    type: bool
+    default: true
+  manager:
+    description:
+      - The package manager; C(auto) picks it from the host's family.
+    type: str
+    choices: [auto, apt, dnf]
+    default: auto
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Install Docker from the distribution
+  gpu_install.nvidia.packages:
+    names: [docker.io]
+    update_cache: true
+    lock_timeout: "{{ gpu_install_lock_timeout }}"
+"""
+
+RETURN = r"""
+missing:
+  description: The packages that were not installed (present) or were installed (absent) before.
+  returned: always
+  type: list
+  elements: str
+transaction:
+  description: Packages and versions the package manager installs, dependencies included (apt, check mode).
+  returned: always
+  type: list
+  elements: dict
+lock_holders:
+  description: Processes that held the package manager's lock while this run waited.
+  returned: always
+  type: list
+  elements: dict
+"""
+
+import os
+import shutil
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, gpu_detect, pkgmgr
+
+
+def _scratch_simulation(module, specs, env, recommends):
+    """Fresh lists in a scratch directory: the host's apt state is not touched."""
+    scratch = tempfile.mkdtemp(prefix="gpu-install-apt-")
+    try:
+        os.makedirs(os.path.join(scratch, "lists", "partial"))
+        os.makedirs(os.path.join(scratch, "archives", "partial"))
+        opts = [
+            "-o", f"Dir::State::Lists={scratch}/lists",
+            "-o", f"Dir::Cache={scratch}",
+            "-o", f"Dir::Cache::archives={scratch}/archives",
+            "-o", "Debug::NoLocking=1",
+        ]  # fmt: skip
+
+        def runner(argv, run_env):
+            return pkgmgr.run([argv[0], *opts, *argv[1:]], run_env)
+
+        rc, out, err = runner(["apt-get", "update", "-q"], dict(pkgmgr.APT_ENV, **env))
+        if rc != 0:
+            raise pkgmgr.PackageError(
+                errors.PACKAGE_SOURCE,
+                f"apt cannot refresh the package lists: {(err or out).strip().splitlines()[-1:]}; check the "
+                "package sources and the proxy (gpu_install_proxy).",
+            )
+        return pkgmgr.simulate_apt(specs, env, recommends, runner)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "names": {"type": "list", "elements": "str", "required": True},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "update_cache": {"type": "bool", "default": False},
+            "lock_timeout": {"type": "int", "default": 300},
+            "proxy": {"type": "str", "default": ""},
+            "install_recommends": {"type": "bool", "default": False},
+            "simulate": {"type": "bool", "default": True},
+            "manager": {"type": "str", "choices": ["auto", "apt", "dnf"], "default": "auto"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    mgr = p["manager"]
+    if mgr == "auto":
+        mgr = pkgmgr.manager(gpu_detect.detect(None))
+    env = pkgmgr.proxy_env(p["proxy"])
+    installed = pkgmgr.installed_versions()
+    if p["state"] == "present":
+        todo = pkgmgr.missing(p["names"], mgr, installed)
+    else:
+        todo = [n for n in p["names"] if n in installed]
+    result = {"changed": bool(todo), "missing": todo, "transaction": [], "lock_holders": []}
+    if not todo:
+        module.exit_json(**result)
+    verb = "install" if p["state"] == "present" else "remove"
+    try:
+        if module.check_mode:
+            if p["state"] == "present" and p["simulate"] and mgr == "apt":
+                if p["update_cache"]:
+                    result["transaction"] = _scratch_simulation(module, todo, env, p["install_recommends"])
+                else:
+                    result["transaction"] = pkgmgr.simulate_apt(todo, env, p["install_recommends"])
+            elif p["state"] == "present" and p["simulate"] and mgr == "dnf":
+                pkgmgr.dnf_install(todo, env, p["lock_timeout"], check=True)
+            lines = [f"{verb} {t['name']} {t['version']}" for t in result["transaction"]] or [
+                f"{verb} {n}" for n in todo
+            ]
+            result["diff"] = {"prepared": "\n".join(lines)}
+            module.exit_json(**result)
+        if mgr == "apt":
+            if p["state"] == "present":
+                if p["update_cache"]:
+                    pkgmgr.apt_update(env, p["lock_timeout"])
+                pkgmgr.apt_install(todo, env, p["install_recommends"], p["lock_timeout"])
+            else:
+                pkgmgr.apt_remove(todo, p["lock_timeout"])
+        elif p["state"] == "present":
+            pkgmgr.dnf_install(todo, env, p["lock_timeout"], check=False)
+        else:
+            rc, out, err = pkgmgr.run(["dnf", "remove", "-y", "-q", *todo], None)
+            if rc != 0:
+                raise pkgmgr.PackageError(errors.INTERNAL, f"dnf remove failed: {err.strip()[-300:]}")
+    except pkgmgr.PackageError as exc:
+        record = errors.error_record(exc.code, exc.reason)
+        if module.check_mode:
+            module.warn(exc.reason)
+            module.exit_json(changed=False, missing=todo, transaction=[], lock_holders=[], gpu_install_blocker=record)
+        module.fail_json(msg=exc.reason, gpu_install_error=record, missing=todo, transaction=[], lock_holders=[])
+    result["diff"] = {"prepared": "\n".join(f"{verb} {n}" for n in todo)}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
