@@ -1241,6 +1241,7 @@ def detect(root: str | None = None) -> Facts:
     kernel = _guarded("the kernel", internal, lambda: detect_kernel(host), {})
     toolkit = _guarded("the container toolkit", internal, lambda: detect_toolkit(packages), {})
     persistenced = _guarded("nvidia-persistenced", internal, lambda: detect_persistenced(host, packages), {})
+    systemd = _guarded("systemd", internal, lambda: host.isdir("/run/systemd/system"), False)
 
     if tegra:
         found.append(
@@ -1285,6 +1286,7 @@ def detect(root: str | None = None) -> Facts:
         "kernel": kernel,
         "container_toolkit": toolkit,
         "persistenced": persistenced,
+        "systemd": systemd,
         "root": host.root,
     }
 

@@ -59,3 +59,15 @@ def test_settings_names_fixed_by_design_exist():
         "gpu_install_undrain_command", "gpu_install_report_dir",
     }  # fmt: skip
     assert fixed <= names, fixed - names
+
+
+def test_shared_settings_used_outside_gpu_install_fall_back_to_its_defaults():
+    """Roles usable on their own write `gpu_install_x | default(v)`; v must be gpu_install's own default."""
+    import re
+
+    shared = _defaults("gpu_install")
+    for path in (REPO / "roles").glob("*/tasks/*.yml"):
+        if path.parts[-3] == "gpu_install":
+            continue
+        for name, literal in re.findall(r"(gpu_install_\w+) \| default\(([^)]*)\)", path.read_text()):
+            assert yaml.safe_load(literal) == shared[name], f"{path}: {name} falls back to {literal}"

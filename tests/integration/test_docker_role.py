@@ -1,0 +1,200 @@
+"""The docker role on real systemd Debian hosts with their own dockerd.
+
+Docker's package comes from Debian's archive (docker.io 20.10 in bookworm, 26.1 in
+trixie). The NVIDIA runtime is not installed by this role, so a stand-in runtime
+(a fixture script that records its call and execs runc) is registered in its place:
+a container that runs proves dockerd used the runtime that daemon.json made default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from hosts import Host
+
+STAND_IN_RUNTIME = "/usr/local/bin/gpu-install-test-stand-in-runtime"
+STAND_IN_SCRIPT = b"""#!/bin/sh
+# Test fixture standing in for nvidia-container-runtime: record the call, then run runc.
+echo "$@" >> /var/log/gpu-install-test-stand-in-runtime.log
+exec runc "$@"
+"""
+PLAYBOOK = b"""---
+- name: Docker role
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  roles:
+    - role: gpu_install.nvidia.docker
+"""
+USER_CONFIG = {
+    "log-driver": "json-file",
+    "log-opts": {"max-size": "10m", "max-file": "3"},
+    "runtimes": {"runc-alias": {"path": "runc"}},
+}
+VENV = "/opt/gpu-install/venv"
+
+
+def converge(host: Host, extra: dict[str, Any], check: bool = False) -> tuple[int, dict[str, int], str]:
+    """Run the role through ansible-playbook in the host's own venv; returns (rc, recap, output)."""
+    host.put("/root/docker-role.yml", PLAYBOOK)
+    settings = {"docker_runtime_path": STAND_IN_RUNTIME, **extra}
+    host.put("/root/vars.json", json.dumps(settings).encode())
+    collections = host.run(
+        [f"{VENV}/bin/python", "-c", "from gpu_install.collection import collections_path; print(collections_path())"]
+    ).stdout.strip()
+    argv = [f"{VENV}/bin/ansible-playbook", "-i", "localhost,", "-e", "@/root/vars.json", "/root/docker-role.yml"]
+    argv += ["-e", f"ansible_python_interpreter={VENV}/bin/python"]
+    if check:
+        argv += ["--check", "--diff"]
+    proc = host.run(
+        argv,
+        check=False,
+        env={"ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1"},
+    )
+    out = proc.stdout + proc.stderr
+    match = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out)
+    assert match, out
+    recap = dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups())))
+    return proc.returncode, recap, out
+
+
+def failure(out: str) -> dict[str, Any]:
+    match = re.search(r"FAILED! => (\{.*\})", out)
+    assert match, out
+    return json.loads(match.group(1))
+
+
+def info(host: Host) -> dict[str, Any]:
+    return json.loads(host.run(["docker", "info", "--format", "{{json .}}"]).stdout)
+
+
+def tiny_image(host: Host) -> str:
+    """An image made from the host's own dash and libc (no registry is reachable)."""
+    script = (
+        "set -e; d=$(mktemp -d); mkdir -p $d/bin $d/lib64 $d/lib/x86_64-linux-gnu; "
+        "cp /usr/bin/dash $d/bin/sh; cp /lib/x86_64-linux-gnu/libc.so.6 $d/lib/x86_64-linux-gnu/; "
+        "cp /lib64/ld-linux-x86-64.so.2 $d/lib64/; tar -C $d -c . | docker import - local/tiny >/dev/null"
+    )
+    host.run(["sh", "-c", script])
+    return "local/tiny"
+
+
+def install_docker_io(host: Host) -> None:
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    host.run(["apt-get", "update", "-q"], env=env)
+    host.run(["apt-get", "install", "-y", "-q", "docker.io"], env=env)
+
+
+def prepare(host: Host, config: dict[str, Any] | None) -> None:
+    host.put(STAND_IN_RUNTIME, STAND_IN_SCRIPT, mode=0o755)
+    if config is not None:
+        host.run(["mkdir", "-p", "/etc/docker"])
+        host.put("/etc/docker/daemon.json", json.dumps(config, indent=2).encode())
+
+
+@pytest.mark.parametrize("suite", ["bookworm", "trixie"])
+def test_installs_docker_io_and_makes_the_runtime_default_keeping_user_keys(host_factory, suite):
+    host = host_factory(suite)
+    try:
+        prepare(host, USER_CONFIG)
+        rc, recap, out = converge(host, {}, check=True)
+        assert rc == 0, out
+        assert host.run(["dpkg-query", "-W", "docker.io"], check=False).returncode != 0, "check mode installed Docker"
+
+        rc, recap, out = converge(host, {})
+        assert rc == 0, out
+        assert recap["changed"] >= 2, out
+        docker = info(host)
+        assert docker["DefaultRuntime"] == "nvidia"
+        assert {"nvidia", "runc-alias"} <= set(docker["Runtimes"])
+        config = json.loads(host.get("/etc/docker/daemon.json"))
+        assert list(config)[:3] == ["log-driver", "log-opts", "runtimes"]
+        assert config["log-opts"] == USER_CONFIG["log-opts"]
+        assert config["runtimes"]["runc-alias"] == {"path": "runc"}
+        assert config["runtimes"]["nvidia"]["path"] == STAND_IN_RUNTIME
+        assert config["default-runtime"] == "nvidia"
+
+        image = tiny_image(host)
+        run = host.run(["docker", "run", "--rm", "--network", "none", image, "/bin/sh", "-c", "echo through"])
+        assert run.stdout.strip() == "through"
+        calls = host.get("/var/log/gpu-install-test-stand-in-runtime.log").decode()
+        assert "create" in calls or "run" in calls, calls
+
+        before = host.get("/etc/docker/daemon.json")
+        rc, recap, out = converge(host, {})
+        assert rc == 0 and recap["changed"] == 0, out
+        assert host.get("/etc/docker/daemon.json") == before
+    finally:
+        host_factory.remove(host)
+
+
+def test_reload_keeps_running_containers_running(bookworm_host):
+    host = bookworm_host
+    install_docker_io(host)
+    prepare(host, None)
+    image = tiny_image(host)
+    cid = host.run(["docker", "run", "-d", "--network", "none", image, "/bin/sh", "-c", "while :; do sleep 1; done"])
+    cid_text = cid.stdout.strip()
+    pid_before = host.run(["systemctl", "show", "-p", "MainPID", "--value", "docker"]).stdout.strip()
+    rc, _recap, out = converge(host, {})
+    assert rc == 0, out
+    assert info(host)["DefaultRuntime"] == "nvidia"
+    assert host.run(["systemctl", "show", "-p", "MainPID", "--value", "docker"]).stdout.strip() == pid_before
+    state = host.run(["docker", "inspect", "-f", "{{.State.Running}}", cid_text]).stdout.strip()
+    assert state == "true"
+
+
+def test_a_runtime_flag_on_the_service_is_refused_with_file_and_line(bookworm_host):
+    host = bookworm_host
+    install_docker_io(host)
+    prepare(host, {"debug": False})
+    host.run(["mkdir", "-p", "/etc/systemd/system/docker.service.d"])
+    dropin = b"[Service]\nExecStart=\nExecStart=/usr/sbin/dockerd -H fd:// --default-runtime=runc\n"
+    host.put("/etc/systemd/system/docker.service.d/10-runtime.conf", dropin)
+    host.run(["systemctl", "daemon-reload"])
+    host.run(["systemctl", "restart", "docker"])
+    before = host.get("/etc/docker/daemon.json")
+    rc, _recap, out = converge(host, {})
+    assert rc != 0
+    error = failure(out)["gpu_install_error"]
+    assert error["code"] == 4
+    assert "/etc/systemd/system/docker.service.d/10-runtime.conf line 3" in error["reason"]
+    assert host.get("/etc/docker/daemon.json") == before
+
+
+def test_dockerd_failing_to_restart_rolls_back_with_its_own_message(trixie_host):
+    """CDI on Docker 26 needs a restart; a conflicting flag added to the unit makes it fail."""
+    host = trixie_host
+    install_docker_io(host)
+    prepare(host, {"log-level": "info"})
+    host.run(["systemctl", "restart", "docker"])
+    before = host.get("/etc/docker/daemon.json")
+    host.run(["mkdir", "-p", "/etc/systemd/system/docker.service.d"])
+    dropin = b"[Service]\nExecStart=\nExecStart=/usr/sbin/dockerd -H fd:// --log-level=debug\n"
+    host.put("/etc/systemd/system/docker.service.d/20-debug.conf", dropin)
+    host.run(["systemctl", "daemon-reload"])  # dockerd keeps running with its old flags until restarted
+    rc, _recap, out = converge(host, {"nvidia_container_mode": "cdi"})
+    assert rc != 0, out
+    error = failure(out)["gpu_install_error"]
+    assert error["code"] == 7, error
+    assert "specified both as a flag and in the configuration file" in error["reason"], error
+    assert host.get("/etc/docker/daemon.json") == before
+
+
+@pytest.mark.parametrize("text", [b'{"log-driver": "json-file",}\n', b"// comment\n{}\n", b'{"runtimes": []}\n'])
+def test_malformed_daemon_json_is_refused_untouched(bookworm_host, text):
+    host = bookworm_host
+    install_docker_io(host)
+    host.put(STAND_IN_RUNTIME, STAND_IN_SCRIPT, mode=0o755)
+    host.put("/etc/docker/daemon.json", text)
+    listing = host.run(["ls", "-la", "/etc/docker"]).stdout
+    rc, _recap, out = converge(host, {})
+    assert rc != 0
+    error = failure(out)["gpu_install_error"]
+    assert error["code"] == 4
+    assert "fix or move it, then run again" in error["reason"]
+    assert host.get("/etc/docker/daemon.json") == text
+    assert host.run(["ls", "-la", "/etc/docker"]).stdout == listing
