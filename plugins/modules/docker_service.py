@@ -125,7 +125,11 @@ def main() -> None:
             )
         module.exit_json(changed=False, conflicts=[])
     if module.check_mode:
-        module.exit_json(changed=True, conflicts=[], msg=f"would {p['action']} dockerd")
+        how = {
+            "reload": "reload dockerd (SIGHUP: running containers keep running)",
+            "restart": "restart dockerd (a changed key needs it: running containers stop unless live-restore is on)",
+        }[p["action"]]
+        module.exit_json(changed=True, conflicts=[], msg=f"would {how}", diff={"prepared": how})
     try:
         result = docker_service.apply(
             p["action"],
