@@ -218,7 +218,7 @@ def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
             result.blockers.append(
                 {"host": data.get("host"), "code": int(blocker["code"]), "reason": blocker.get("reason")}
             )
-        if res.get("reboot_required") is True:
+        if res.get("reboot_required") is True or facts.get("gpu_install_reboot_required") is True:
             result.reboot_required = True
         if res.get("changed"):
             result.changes.append(
