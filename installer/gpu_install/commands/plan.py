@@ -23,9 +23,14 @@ def run(args: argparse.Namespace) -> int:
         from ..output import console
         from ..report import host_line
 
-        console().print(host_line(result.facts), markup=False)
+        con = console()
+        con.print(host_line(result.facts), markup=False)
         print_changes(result, "Plan")
-        if err is not None:
+        if result.blockers and not result.failures:
+            con.print("Apply would stop before changing anything:")
+            for blocker in result.blockers:
+                con.print(f"  - {blocker['reason']} (exit {blocker['code']})", markup=False)
+        elif err is not None:
             from ..output import emit_error
 
             emit_error(err, False)
