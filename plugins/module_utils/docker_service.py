@@ -45,37 +45,50 @@ def systemd_running() -> bool:
 
 
 # -- flag conflicts ---------------------------------------------------------------
-def _unit_files(service: str) -> List[str]:
+def _under(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/")) if root not in ("", "/") else path
+
+
+def _unit_files(service: str, root: str = "/") -> List[str]:
     files = []
     for base in UNIT_DIRS:
         unit = os.path.join(base, f"{service}.service")
-        if os.path.isfile(unit):
+        if os.path.isfile(_under(root, unit)):
             files.append(unit)
             break
     for base in UNIT_DIRS:
         drop = os.path.join(base, f"{service}.service.d")
-        if os.path.isdir(drop):
-            files.extend(os.path.join(drop, n) for n in sorted(os.listdir(drop)) if n.endswith(".conf"))
+        if os.path.isdir(_under(root, drop)):
+            names = sorted(os.listdir(_under(root, drop)))
+            files.extend(os.path.join(drop, n) for n in names if n.endswith(".conf"))
     return files
 
 
-def _flag_hits(text: str, flags: Sequence[str]) -> bool:
+def _words(text: str) -> List[str]:
     try:
-        words = shlex.split(text, comments=False, posix=True)
+        return shlex.split(text, comments=False, posix=True)
     except ValueError:
-        words = text.split()
+        return text.split()
+
+
+def _flag_hits(text: str, flags: Sequence[str]) -> bool:
+    # An environment file quotes the whole option string: unquote it, then split it into words.
+    words = [w for part in _words(text) for w in _words(part)]
     return any(w == f or w.startswith(f + "=") for w in words for f in flags)
 
 
-def flag_conflicts(keys: Sequence[str], service: str = "docker") -> List[Dict[str, Any]]:
-    """Places outside daemon.json that set one of keys as a dockerd flag: [{file, line, key, text}]."""
+def flag_conflicts(keys: Sequence[str], service: str = "docker", root: str = "/") -> List[Dict[str, Any]]:
+    """Places outside daemon.json that set one of keys as a dockerd flag: [{file, line, key, text}].
+
+    ``root`` reads the files below another directory (tests, captured trees); paths are reported as on the host.
+    """
     flags = {k: FLAGS_FOR_KEY[k] for k in keys if k in FLAGS_FOR_KEY}
     found: List[Dict[str, Any]] = []
-    sources: List[Tuple[str, Optional[Tuple[str, ...]]]] = [(f, None) for f in _unit_files(service)]
+    sources: List[Tuple[str, Optional[Tuple[str, ...]]]] = [(f, None) for f in _unit_files(service, root)]
     sources += [(path, names) for path, names in ENV_FILES]
     for path, names in sources:
         try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
+            with open(_under(root, path), encoding="utf-8", errors="replace") as fh:
                 lines = fh.read().splitlines()
         except OSError:
             continue
