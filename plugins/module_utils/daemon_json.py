@@ -523,7 +523,9 @@ class Options:
         cdi: bool = False,
         state: str = "present",
         generic_resources: Optional[List[str]] = None,
+        runtime: bool = True,
     ) -> None:
+        self.runtime = runtime
         self.runtime_name = runtime_name
         self.runtime_path = runtime_path
         self.default_runtime = default_runtime
@@ -604,6 +606,14 @@ def merge(doc: Doc, options: Options, record: Optional[Dict[str, Any]] = None) -
 
 
 def _present(doc: Doc, options: Options, record: Dict[str, Any], warnings: List[str]) -> None:
+    if options.runtime:
+        _register_runtime(doc, options, record, warnings)
+    else:  # CDI mode: no runtime of ours (taken out if an earlier run registered it)
+        _remove_runtime(doc, options, record)
+    _present_features(doc, options, record)
+
+
+def _register_runtime(doc: Doc, options: Options, record: Dict[str, Any], warnings: List[str]) -> None:
     name = options.runtime_name
     if "runtimes" not in doc:
         record["runtimes"] = {"had": False}
@@ -636,6 +646,9 @@ def _present(doc: Doc, options: Options, record: Dict[str, Any], warnings: List[
             doc["default-runtime"] = JsonString(name)
     else:
         _drop_default(doc, options, record)
+
+
+def _present_features(doc: Doc, options: Options, record: Dict[str, Any]) -> None:
     if options.cdi:
         if "features" not in doc:
             record["features"] = {"had": False}
@@ -671,7 +684,7 @@ def _drop_default(doc: Doc, options: Options, record: Dict[str, Any]) -> None:
     record.pop("default-runtime", None)
 
 
-def _absent(doc: Doc, options: Options, record: Dict[str, Any]) -> None:
+def _remove_runtime(doc: Doc, options: Options, record: Dict[str, Any]) -> None:
     name = options.runtime_name
     runtimes = doc.get("runtimes")
     if isinstance(runtimes, dict) and name in runtimes:
@@ -680,6 +693,10 @@ def _absent(doc: Doc, options: Options, record: Dict[str, Any]) -> None:
         del doc["runtimes"]
     record.pop("runtimes", None)
     _drop_default(doc, options, record)
+
+
+def _absent(doc: Doc, options: Options, record: Dict[str, Any]) -> None:
+    _remove_runtime(doc, options, record)
     features = doc.get("features")
     if isinstance(features, dict):
         _restore(record, "features.cdi", features, "cdi")
@@ -897,8 +914,8 @@ def plan(path: str, options: Options, state_dir: str = DEFAULT_STATE_DIR) -> Pla
     result.record = load_record(state_dir, target)
     merged = merge(doc, options, result.record)
     result.after, result.new_record, result.warnings = merged.doc, merged.record, merged.warnings
-    if not result.exists and options.state == "absent":
-        result.after_text = ""
+    if not result.exists and (options.state == "absent" or not merged.doc):
+        result.after_text = ""  # nothing to say: no file is created
     elif same(doc, merged.doc) and result.exists:
         result.after_text = text  # nothing differs: the very same bytes
     else:

@@ -50,6 +50,13 @@ options:
       - With V(false), a C(default-runtime) naming our runtime is given back as with O(state=absent).
     type: bool
     default: true
+  runtime:
+    description:
+      - With O(state=present), register O(runtime_name) (V(true)), or keep it out (V(false)).
+      - V(false) is for CDI mode, where Docker injects GPUs from CDI specs and needs no NVIDIA runtime; an entry
+        an earlier run registered is taken out and the previous default runtime comes back.
+    type: bool
+    default: true
   cdi:
     description:
       - Set C(features.cdi=true), for Docker 25 to 27, where CDI is not on by default.
@@ -201,6 +208,7 @@ def main() -> None:
             "runtime_path": {"type": "str", "default": "nvidia-container-runtime"},
             "default_runtime": {"type": "bool", "default": True},
             "cdi": {"type": "bool", "default": False},
+            "runtime": {"type": "bool", "default": True},
             "generic_resources": {"type": "list", "elements": "str"},
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
             "backup": {"type": "bool", "default": True},
@@ -219,6 +227,7 @@ def main() -> None:
         cdi=p["cdi"],
         state=p["state"],
         generic_resources=p["generic_resources"],
+        runtime=p["runtime"],
     )
     try:
         result = daemon_json.configure(

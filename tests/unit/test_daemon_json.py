@@ -365,3 +365,25 @@ def test_an_unwritable_state_dir_fails_before_the_file_changes(tmp_path):
         configure(tmp_path, target)
     assert info.value.code == 10
     assert target.read_text() == '{"default-runtime": "runsc"}'
+
+
+def test_cdi_mode_takes_out_a_runtime_an_earlier_run_registered_and_gives_back_the_default(tmp_path):
+    path = tmp_path / "daemon.json"
+    path.write_text('{"default-runtime": "runsc", "runtimes": {"runsc": {"path": "/usr/bin/runsc"}}}\n')
+    state = str(tmp_path / "state")
+    dj.configure(str(path), dj.Options(), state_dir=state, validate_mode="never")
+    assert json.loads(path.read_text())["default-runtime"] == "nvidia"
+    dj.configure(str(path), dj.Options(runtime=False, cdi=True), state_dir=state, validate_mode="never")
+    after = json.loads(path.read_text())
+    assert after["default-runtime"] == "runsc"
+    assert "nvidia" not in after["runtimes"]
+    assert after["features"] == {"cdi": True}
+    again = dj.configure(str(path), dj.Options(runtime=False, cdi=True), state_dir=state, validate_mode="never")
+    assert again["changed"] is False
+
+
+def test_nothing_to_set_creates_no_file(tmp_path):
+    path = tmp_path / "daemon.json"
+    result = dj.configure(str(path), dj.Options(runtime=False), state_dir=str(tmp_path / "s"), validate_mode="never")
+    assert result["changed"] is False
+    assert not path.exists()

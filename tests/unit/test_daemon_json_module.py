@@ -172,6 +172,7 @@ def test_ansible_doc_renders_the_module():
         "runtime_name",
         "runtime_path",
         "default_runtime",
+        "runtime",
         "cdi",
         "generic_resources",
         "state",
