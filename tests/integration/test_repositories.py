@@ -19,7 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures.mirror import Mirror, tools_missing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(bool(tools_missing()), reason=f"the mirror fixture needs {tools_missing()}")
+
+
+@pytest.fixture(autouse=True)
+def _mirror_tools():
+    missing = tools_missing()
+    if missing:
+        pytest.fail(f"the mirror fixture needs {', '.join(missing)}: scripts/test installs them")
+
 
 SNAPSHOT = "find /etc/apt /var/lib/apt/lists -xdev \\( -type f -o -type l \\) -print0 | sort -z | xargs -0 sha256sum"
 KEYRING = "/etc/apt/keyrings/gpu-install-cuda.gpg"
@@ -107,10 +114,6 @@ def _plan(host: Host, repositories: dict) -> tuple[int, dict]:
     return proc.returncode, json.loads(proc.stdout or "{}")
 
 
-@pytest.mark.skipif(
-    "repositories.yml" not in (ROOT / "roles/gpu_install/tasks/main.yml").read_text(),
-    reason="roles/gpu_install/tasks/main.yml does not import repositories.yml yet",
-)
 def test_plan_shows_the_repository_files_and_a_wrong_key_exits_5(host_and_mirror):
     host, mirror, gw = host_and_mirror
     host.run(["mkdir", "-p", "/etc/gpu-install"])

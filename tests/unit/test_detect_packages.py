@@ -268,7 +268,7 @@ def _have_rpm_tools() -> bool:
 def rpm_fixtures(tmp_path_factory):
     """FIXTURE: rpm sqlite databases built at test time with the real rpm/rpmbuild."""
     if not _have_rpm_tools():
-        pytest.skip("rpm and rpmbuild are needed to build the rpm database fixtures")
+        pytest.fail("rpm and rpmbuild are needed to build the rpm database fixtures: scripts/test installs rpm")
     base = tmp_path_factory.mktemp("rpm-fixtures")
     spec = base / "stand-in.spec"
     spec.write_text(SPEC)

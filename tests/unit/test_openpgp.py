@@ -17,7 +17,11 @@ from fixtures.mirror import Gpg  # noqa: E402
 
 openpgp = module_utils("openpgp")
 
-pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="gpg is not installed (apt-get install gnupg)")
+
+@pytest.fixture(autouse=True)
+def _gpg_present():
+    if shutil.which("gpg") is None:
+        pytest.fail("gpg is not installed (apt-get install gnupg): scripts/test installs it")
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,27 @@ BOOKWORM = {"id": "debian", "version_id": "12", "arch": "x86_64", "like": {"id":
 RHEL9 = {"id": "rhel", "version_id": "9.4", "arch": "x86_64", "like": {"id": "rhel", "version_id": "9"}}
 APT_STATE = ("/etc/apt", "/var/lib/apt", "/var/cache/apt")
 
-needs_apt = pytest.mark.skipif(
-    bool(tools_missing()) or not os.path.isdir("/var/lib/apt"),
-    reason=f"needs a Debian machine with {', '.join(tools_missing()) or 'apt'} (apt-get install gnupg apt-utils)",
+
+def _require(missing: list, what: str):
+    """Tools scripts/test installs: missing ones fail the test (a skip would hide it)."""
+
+    def mark(fn):
+        def wrapper(*args, **kwargs):
+            if missing:
+                pytest.fail(f"needs {', '.join(missing)} ({what}): scripts/test installs them")
+            return fn(*args, **kwargs)
+
+        wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+        wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
+        return wrapper
+
+    return mark
+
+
+needs_apt = _require(
+    tools_missing() + ([] if os.path.isdir("/var/lib/apt") else ["apt"]), "apt-get install gnupg apt-utils"
 )
-needs_dnf = pytest.mark.skipif(
-    bool(tools_missing(rpm=True)), reason="needs dnf, createrepo_c and rpmbuild (apt-get install dnf createrepo-c rpm)"
-)
+needs_dnf = _require(tools_missing(rpm=True), "apt-get install dnf createrepo-c rpm")
 
 
 def snapshot(roots=APT_STATE) -> dict[str, object]:
