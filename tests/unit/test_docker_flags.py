@@ -36,9 +36,7 @@ def test_default_runtime_in_a_systemd_drop_in_is_found_with_file_and_line(tmp_pa
 def test_red_hat_sysconfig_options_with_add_runtime_are_found(tmp_path):
     root = _tree(
         tmp_path,
-        {
-            "/etc/sysconfig/docker": "# options\nOPTIONS='--selinux-enabled --add-runtime nvidia=/usr/bin/nv-runtime'\n"
-        },
+        {"/etc/sysconfig/docker": "# options\nOPTIONS='--selinux-enabled --add-runtime nvidia=/usr/bin/nv-runtime'\n"},
     )
     found = docker_service.flag_conflicts(["runtimes", "default-runtime"], root=root)
     assert [(f["file"], f["line"], f["key"]) for f in found] == [("/etc/sysconfig/docker", 2, "runtimes")]
