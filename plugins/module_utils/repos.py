@@ -619,6 +619,13 @@ def _failure(repo: Repo, kind: str, words: str) -> RepoError:
     return RepoError(errors.PACKAGE_SOURCE, f"{where} failed to load ({words}): check {repo.setting}.url.")
 
 
+def _has_package_lists(lists: str) -> bool:
+    try:
+        return any(name.endswith("_Packages") or "_Packages." in name for name in os.listdir(lists))
+    except OSError:
+        return False
+
+
 def _link_host_lists(lists: str) -> None:
     host = "/var/lib/apt/lists"
     try:
@@ -693,9 +700,14 @@ def preflight_apt(
             report[repo.id] = {"index": "ok"}
         # Install simulation: the host's sources and lists, plus the new ones.
         _host_source_parts(scratch.path("parts"))
-        _link_host_lists(scratch.path("lists"))
         source_list = "/etc/apt/sources.list" if os.path.isfile("/etc/apt/sources.list") else "/dev/null"
         opts = _apt_options(scratch, source_list, scratch.path("parts"), scratch.path("lists"), proxy)
+        if _has_package_lists("/var/lib/apt/lists"):
+            _link_host_lists(scratch.path("lists"))
+        else:
+            # A host that never ran apt-get update (fresh images often have no lists): fetch its own
+            # sources' indexes into the scratch lists, so that dependencies resolve as they will.
+            runner(["apt-get", "update", "-q", *opts])
         for repo in repos:
             if not repo.packages:
                 continue
