@@ -32,12 +32,12 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
+from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import write_atomic
 
 DEFAULT_PATH = "/etc/docker/daemon.json"
 DEFAULT_STATE_DIR = "/var/lib/gpu-install"
 STATE_FILE = "docker-daemon-json.json"
 BACKUP_SUFFIX = ".gpu-install.bak"
-TEMP_SUFFIX = ".gpu-install.tmp"
 FIX_IT = "fix or move it, then run again"
 GPU_RESOURCE = "NVIDIA-GPU"
 MAX_DEPTH = 200
@@ -69,16 +69,8 @@ RESERVED_RUNTIMES = frozenset(
 Doc = Dict[str, Any]
 
 
-class DaemonJsonError(Exception):
-    """A refusal: ``code`` is one of errors' exit codes, ``reason`` one sentence."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-    def record(self) -> Dict[str, Any]:
-        return errors.error_record(self.code, self.reason)
+class DaemonJsonError(errors.Failure):
+    """A daemon.json refusal or write failure."""
 
 
 # ---------------------------------------------------------------------------
@@ -779,54 +771,6 @@ def host_error(path: str, exc: OSError, doing: str) -> DaemonJsonError:
         errors.HOST_ERROR,
         f"Could not {doing} {path}: [Errno {exc.errno}] {what}; the original is unchanged.",
     )
-
-
-def _copy_selinux(src_fd: Optional[int], dst_fd: int) -> None:
-    if src_fd is None or not hasattr(os, "getxattr"):
-        return
-    try:
-        os.setxattr(dst_fd, "security.selinux", os.getxattr(src_fd, "security.selinux"))
-    except OSError:
-        pass
-
-
-def write_atomic(target: str, data: bytes, mode: int, uid: int, gid: int, like: Optional[str] = None) -> None:
-    """Write ``data`` to ``target``: temp file beside it, fsync, rename, fsync the directory.
-
-    ``like`` (an existing file) lends its SELinux label.  On failure the temp
-    file is removed and ``target`` is as it was.
-    """
-    directory = os.path.dirname(target) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=TEMP_SUFFIX, dir=directory)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fchmod(fd, mode)
-            if os.geteuid() == 0 or (uid, gid) != (os.geteuid(), os.getegid()):
-                os.fchown(fd, uid, gid)
-            if like is not None:
-                src = os.open(like, os.O_RDONLY)
-                try:
-                    _copy_selinux(src, fd)
-                finally:
-                    os.close(src)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def backup_name(target: str, now: Optional[float] = None) -> str:

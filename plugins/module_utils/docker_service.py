@@ -33,11 +33,8 @@ FLAGS_FOR_KEY: Dict[str, Tuple[str, ...]] = {
 }
 
 
-class ServiceError(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
+class ServiceError(errors.Failure):
+    """dockerd did not come back (exit class 7), or another service failure."""
 
 
 def systemd_running() -> bool:

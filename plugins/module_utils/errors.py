@@ -47,3 +47,15 @@ def error_record(code, reason):
     if code not in EXIT_CODES or code == OK:
         code = INTERNAL
     return {"code": int(code), "reason": str(reason)}
+
+
+class Failure(Exception):
+    """A classified failure: ``code`` is one of the exit codes above, ``reason`` one sentence."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+    def record(self) -> dict:
+        return error_record(self.code, self.reason)

@@ -48,11 +48,8 @@ SOURCE_ERRORS = (
 Runner = Callable[[Sequence[str], Optional[Dict[str, str]]], Tuple[int, str, str]]
 
 
-class PackageError(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
+class PackageError(errors.Failure):
+    """A package install problem with its exit class."""
 
 
 def run(argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> Tuple[int, str, str]:

@@ -33,7 +33,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, openpgp
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, fileio, openpgp
 
 REPO_IDS: Tuple[str, ...] = ("cuda", "nvidia_container_toolkit", "docker")
 OVERRIDE_KEYS: Tuple[str, ...] = ("url", "key_url", "fingerprint")
@@ -170,16 +170,8 @@ VENDORS: Dict[str, Dict[str, Any]] = {
 }
 
 
-class RepoError(Exception):
+class RepoError(errors.Failure):
     """A repository problem with its exit class and one sentence for the user."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-    def record(self) -> Dict[str, Any]:
-        return errors.error_record(self.code, self.reason)
 
 
 @dataclass(frozen=True)
@@ -874,29 +866,11 @@ def read_bytes(path: str) -> Optional[bytes]:
 
 
 def write_atomic(path: str, content: bytes, mode: int = 0o644) -> None:
-    """Write ``content`` to ``path`` atomically (temp file in the same directory, fsync, rename)."""
+    """Write ``content`` to ``path`` (following a link), root-owned where we are root, atomically."""
     real = os.path.realpath(path)
-    directory = os.path.dirname(real)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".gpu-install.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        if os.geteuid() == 0:
-            os.chown(tmp, 0, 0)
-        os.replace(tmp, real)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    os.makedirs(os.path.dirname(real), mode=0o755, exist_ok=True)
+    uid, gid = (0, 0) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+    fileio.write_atomic(real, content, mode, uid, gid)
 
 
 def describe(path: str, content: Optional[bytes]) -> str:

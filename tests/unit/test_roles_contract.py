@@ -69,5 +69,5 @@ def test_shared_settings_used_outside_gpu_install_fall_back_to_its_defaults():
     for path in (REPO / "roles").glob("*/tasks/*.yml"):
         if path.parts[-3] == "gpu_install":
             continue
-        for name, literal in re.findall(r"(gpu_install_\w+) \| default\(([^)]*)\)", path.read_text()):
+        for name, literal in re.findall(r"(?<!\w)(gpu_install_\w+) \| default\(([^)]*)\)", path.read_text()):
             assert yaml.safe_load(literal) == shared[name], f"{path}: {name} falls back to {literal}"

@@ -1,0 +1,67 @@
+# Copyright: gpu-install contributors
+# Apache License 2.0
+"""Atomic file writes, the one way every module writes a file (stdlib only).
+
+A temp file in the target's directory, the content, mode, owner (and an
+existing file's SELinux label), fsync, rename onto the target, fsync of the
+directory: a reader sees the old file or the new one, never a part; on any
+failure the temp file is removed and the target is as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Optional
+
+TEMP_SUFFIX = ".gpu-install.tmp"
+
+
+def _copy_selinux(src_fd: Optional[int], dst_fd: int) -> None:
+    if src_fd is None or not hasattr(os, "getxattr"):
+        return
+    try:
+        os.setxattr(dst_fd, "security.selinux", os.getxattr(src_fd, "security.selinux"))
+    except OSError:
+        pass
+
+
+def write_atomic(
+    target: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0, like: Optional[str] = None
+) -> None:
+    """Write ``data`` to ``target``: temp file beside it, fsync, rename, fsync the directory.
+
+    ``like`` (an existing file) lends its SELinux label.  On failure the temp
+    file is removed and ``target`` is as it was.
+    """
+    directory = os.path.dirname(target) or "."
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=TEMP_SUFFIX, dir=directory)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)
+            if os.geteuid() == 0 or (uid, gid) != (os.geteuid(), os.getegid()):
+                os.fchown(fd, uid, gid)
+            if like is not None:
+                src = os.open(like, os.O_RDONLY)
+                try:
+                    _copy_selinux(src, fd)
+                finally:
+                    os.close(src)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
