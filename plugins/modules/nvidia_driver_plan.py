@@ -1,0 +1,185 @@
+#!/usr/bin/python
+# Copyright: gpu-install contributors
+# Apache License 2.0
+"""Ansible module gpu_install.nvidia.nvidia_driver_plan: what the nvidia_driver role installs, or why it refuses."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: nvidia_driver_plan
+short_description: Decide the NVIDIA driver's packages, kernel modules and branch hold for a host
+version_added: 0.1.0
+description:
+  - Computes, from the host's facts and the nvidia_driver role's settings, the driver packages (per
+    distribution, version, source and kernel-module flavour), the kernel headers packages, Fabric
+    Manager for NVSwitch hosts, the file that holds the driver branch (apt preferences or dnf's
+    nvidia-driver module stream) and the nouveau blacklist.
+  - Returns C(refusal) (exit class 3 and one sentence) where the host or the settings cannot be served -
+    RHEL with C(source=distro), a GPU the chosen kernel modules do not support, Secure Boot with
+    unsigned modules and no enrolled DKMS key.
+  - Reads only; it runs the same in check mode. The decisions live in the module_utils C(driver).
+author:
+  - gpu-install maintainers
+options:
+  source:
+    description: Where the driver comes from (C(nvidia_driver_source)).
+    type: str
+    choices: [auto, distro, runfile, none]
+    default: auto
+  branch:
+    description: The driver branch (C(nvidia_driver_branch)); empty for the source's default.
+    type: str
+    default: ""
+  kernel_modules:
+    description: Kernel module flavour (C(nvidia_driver_kernel_modules)).
+    type: str
+    choices: [auto, open, proprietary]
+    default: auto
+  image_build:
+    description: An image build (C(gpu_install_image_build)) - the running kernel's packages are not planned.
+    type: bool
+    default: false
+  facts:
+    description: The host's facts as C(gpu_facts) returns them; detected when not given.
+    type: dict
+  after_install:
+    description:
+      - Also decide C(reboot_needed) from the driver detected now (give no O(facts) then) - the installed
+        driver differs from the loaded one, or none is loaded after a fresh install, or nouveau holds the GPUs.
+    type: bool
+    default: false
+  fresh_install:
+    description: The driver was installed by this run (with O(after_install)).
+    type: bool
+    default: false
+  installed_version:
+    description: The installed driver's version (the runfile's); empty - the driver package's, as detected.
+    type: str
+    default: ""
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Plan the driver
+  gpu_install.nvidia.nvidia_driver_plan:
+    source: distro
+    facts: "{{ ansible_facts.gpu_install }}"
+  register: plan
+"""
+
+RETURN = r"""
+refusal:
+  description: C({code, reason}) when the role must stop before any change, else null.
+  returned: always
+  type: dict
+kernel_modules:
+  description: The kernel module flavour chosen (open or proprietary); null for source none or a refusal.
+  returned: always
+  type: str
+branch:
+  description: The branch installed (the setting, or the distribution's own); empty for the newest.
+  returned: always
+  type: str
+packages:
+  description: Driver packages (apt C(name=version-glob) where a branch is pinned by version).
+  returned: always
+  type: list
+  elements: str
+headers:
+  description: Kernel headers metapackages that follow new kernels.
+  returned: always
+  type: list
+  elements: str
+running_kernel_packages:
+  description: Packages for the running kernel itself (headers, precompiled modules); empty in image builds.
+  returned: always
+  type: list
+  elements: str
+fabricmanager:
+  description: Fabric Manager packages (NVSwitch hosts).
+  returned: always
+  type: list
+  elements: str
+hold:
+  description: C({path, content}) of the file holding the branch, or null.
+  returned: always
+  type: dict
+blacklist:
+  description: C({path, content}) of the nouveau / nova_core blacklist.
+  returned: always
+  type: dict
+initramfs:
+  description: The command that rebuilds the initramfs (argv).
+  returned: always
+  type: list
+  elements: str
+dkms:
+  description: The modules are built by DKMS (not precompiled and signed by the distribution).
+  returned: always
+  type: bool
+reboot_needed:
+  description: With O(after_install) - the installed driver can only run after a reboot.
+  returned: always
+  type: bool
+"""
+
+import os
+import subprocess
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import driver, gpu_detect
+
+MOK_PUBLIC_KEYS = ("/var/lib/dkms/mok.pub", "/var/lib/shim-signed/mok/MOK.der")
+
+
+def _mok_enrolled() -> bool:
+    """A DKMS signing key exists and the firmware trusts it (mokutil --test-key)."""
+    for path in MOK_PUBLIC_KEYS:
+        if not os.path.exists(path):
+            continue
+        try:
+            proc = subprocess.run(["mokutil", "--test-key", path], capture_output=True, text=True, check=False)
+        except OSError:
+            return False
+        if "already enrolled" in (proc.stdout + proc.stderr):
+            return True
+    return False
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "source": {"type": "str", "choices": ["auto", "distro", "runfile", "none"], "default": "auto"},
+            "branch": {"type": "str", "default": ""},
+            "kernel_modules": {"type": "str", "choices": ["auto", "open", "proprietary"], "default": "auto"},
+            "image_build": {"type": "bool", "default": False},
+            "facts": {"type": "dict"},
+            "after_install": {"type": "bool", "default": False},
+            "fresh_install": {"type": "bool", "default": False},
+            "installed_version": {"type": "str", "default": ""},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    facts = p["facts"] or gpu_detect.detect(None)
+    settings = {k: p[k] for k in ("source", "branch", "kernel_modules", "image_build")}
+    mok = bool(facts.get("secure_boot")) and _mok_enrolled()
+    result = driver.plan(facts, settings, mok_enrolled=mok)
+    result["reboot_needed"] = False
+    if p["after_install"] and p["source"] != "none":
+        package = (facts.get("driver") or {}).get("package") or {}
+        installed = p["installed_version"] or package.get("version")
+        result["reboot_needed"] = driver.reboot_required(
+            facts.get("driver") or {}, installed, p["fresh_install"], bool(facts.get("nouveau_loaded"))
+        )
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

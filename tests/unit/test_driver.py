@@ -1,0 +1,339 @@
+"""The NVIDIA driver plan (plugins/module_utils/driver.py): tables and decisions."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from conftest import module_utils
+
+driver = module_utils("driver")
+
+H100 = {"pci_address": "0000:01:00.0", "device_id": "0x2330", "name": "H100 80GB HBM3"}
+B200 = {"pci_address": "0000:02:00.0", "device_id": "0x2901", "name": "B200"}
+V100 = {"pci_address": "0000:03:00.0", "device_id": "0x1db4", "name": "Tesla V100"}
+T4 = {"pci_address": "0000:04:00.0", "device_id": "0x1eb8", "name": "Tesla T4"}
+
+
+def facts(os_id: str = "debian", version: str = "13", **extra: Any) -> dict[str, Any]:
+    family = "redhat" if os_id in ("rhel", "amzn") else "debian"
+    base: dict[str, Any] = {
+        "os": {"id": os_id, "version_id": version, "family": family, "arch": "x86_64", "name": f"{os_id} {version}",
+               "like": {"id": os_id, "version_id": version}},
+        "gpus": [H100],
+        "nvswitches": [],
+        "driver": {"loaded": False, "version": None, "flavour": None, "package": None},
+        "nouveau_loaded": False,
+        "secure_boot": False,
+        "kernel": {"release": "6.12.38+deb13-amd64", "headers_installed": False},
+    }  # fmt: skip
+    base.update(extra)
+    return base
+
+
+def settings(**kw: Any) -> dict[str, Any]:
+    return {"source": "distro", "branch": "", "kernel_modules": "auto", "image_build": False, **kw}
+
+
+# -- architecture by device id ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("device_id", "arch", "policy"),
+    [
+        ("0x1db4", "Maxwell, Pascal or Volta", "proprietary"),
+        ("0x1eb8", "Turing", "open_recommended"),
+        ("0x20b0", "Ampere", "open_recommended"),
+        ("0x2330", "Hopper", "open_recommended"),
+        ("0x26b9", "Ada Lovelace", "open_recommended"),
+        ("0x2901", "Blackwell or newer", "open_required"),
+        ("2b85", "Blackwell or newer", "open_required"),
+        (0x2236, "Ampere", "open_recommended"),
+    ],
+)
+def test_architecture_comes_from_the_device_id_table(device_id, arch, policy):
+    assert driver.architecture(device_id) == (arch, policy)
+
+
+def test_the_architecture_table_covers_every_device_id_without_overlap():
+    edges = [(first, last) for first, last, _a, _p in driver.ARCHITECTURES]
+    assert edges[0][0] == 0 and edges[-1][1] == 0xFFFF
+    for (_f1, last), (first, _l2) in zip(edges, edges[1:]):
+        assert first == last + 1
+
+
+# -- open or proprietary ---------------------------------------------------------------------------------
+
+
+def test_auto_picks_open_modules_for_hopper_when_the_source_offers_them():
+    assert driver.choose_kernel_modules("auto", [H100], True, "proprietary") == ("open", None)
+
+
+def test_auto_picks_proprietary_where_the_source_offers_no_open_modules():
+    assert driver.choose_kernel_modules("auto", [T4], False, "proprietary") == ("proprietary", None)
+
+
+def test_auto_picks_proprietary_for_gpus_before_turing():
+    assert driver.choose_kernel_modules("auto", [V100], True, "open") == ("proprietary", None)
+
+
+def test_blackwell_requires_open_modules_and_refuses_proprietary():
+    assert driver.choose_kernel_modules("auto", [B200], True, "proprietary") == ("open", None)
+    choice, reason = driver.choose_kernel_modules("proprietary", [B200], True, "open")
+    assert choice is None and "nvidia_driver_kernel_modules: proprietary" in reason and "B200" in reason
+
+
+def test_open_modules_on_volta_are_refused():
+    choice, reason = driver.choose_kernel_modules("open", [V100], True, "open")
+    assert choice is None and "Turing or newer" in reason
+
+
+def test_blackwell_beside_volta_is_refused():
+    choice, reason = driver.choose_kernel_modules("auto", [B200, V100], True, "open")
+    assert choice is None and "B200" in reason and "V100" in reason
+
+
+def test_no_gpu_takes_the_sources_default():
+    assert driver.choose_kernel_modules("auto", [], True, "open") == ("open", None)
+    assert driver.choose_kernel_modules("auto", [], False, "proprietary") == ("proprietary", None)
+
+
+# -- package tables ---------------------------------------------------------------------------------------
+
+
+def test_debian_13_distro_installs_nvidia_driver_with_dkms_headers_and_gsp_firmware():
+    plan = driver.plan(facts(gpus=[]), settings())
+    assert plan["refusal"] is None
+    assert plan["kernel_modules"] == "proprietary"
+    assert plan["branch"] == "550"
+    assert plan["packages"] == ["nvidia-driver=550.*", "nvidia-kernel-dkms=550.*", "firmware-nvidia-gsp=550.*", "dkms"]
+    assert plan["headers"] == ["linux-headers-6.12.38+deb13-amd64", "linux-headers-amd64"]
+    assert plan["running_kernel_packages"] == ["linux-headers-6.12.38+deb13-amd64"]
+    assert plan["dkms"] is True
+
+
+def test_debian_13_distro_uses_the_open_dkms_package_for_hopper():
+    plan = driver.plan(facts(), settings())
+    assert plan["kernel_modules"] == "open"
+    assert "nvidia-open-kernel-dkms=550.*" in plan["packages"]
+
+
+def test_debian_12_distro_has_no_matching_open_modules_so_blackwell_is_refused():
+    plan = driver.plan(facts(version="12", gpus=[B200]), settings())
+    assert plan["refusal"]["code"] == 3 and "nvidia_driver_source: auto" in plan["refusal"]["reason"]
+
+
+def test_an_image_build_plans_the_headers_metapackage_but_not_the_running_kernels():
+    custom = facts(gpus=[], kernel={"release": "6.18.44-fc-v657", "headers_installed": False})
+    plan = driver.plan(custom, settings(image_build=True))
+    assert plan["headers"] == ["linux-headers-amd64"]
+    assert plan["running_kernel_packages"] == []
+
+
+def test_headers_already_in_place_are_used_as_they_are():
+    plan = driver.plan(facts(kernel={"release": "6.18.44-custom", "headers_installed": True}), settings())
+    assert plan["running_kernel_packages"] == [] and plan["headers"] == ["linux-headers-amd64"]
+
+
+def test_a_custom_kernel_outside_image_builds_is_checked_for_its_headers():
+    custom = facts(gpus=[], kernel={"release": "6.18.44-fc-v657", "headers_installed": False})
+    plan = driver.plan(custom, settings())
+    assert plan["running_kernel_packages"] == ["linux-headers-6.18.44-fc-v657"]
+
+
+def test_debian_distro_refuses_a_branch_debian_does_not_ship():
+    plan = driver.plan(facts(), settings(branch="570"))
+    assert "Debian 13's driver branch (550)" in plan["refusal"]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("release", "flavour"),
+    [
+        ("6.8.0-1015-aws", "aws"),
+        ("5.15.0-91-generic", "generic"),
+        ("6.5.0-1020-azure", "azure"),
+        ("6.1.0-28-cloud-amd64", "cloud-amd64"),
+        ("6.12.38+deb13-arm64", "arm64"),
+        ("6.18.44-fc-v657", None),
+    ],
+)
+def test_kernel_flavour_comes_from_the_release(release, flavour):
+    assert driver.kernel_flavour(release) == flavour
+
+
+def test_ubuntu_distro_uses_canonicals_signed_precompiled_modules_for_the_kernel_flavour():
+    host = facts("ubuntu", "22.04", kernel={"release": "6.8.0-1015-aws", "headers_installed": False})
+    plan = driver.plan(host, settings(branch="535", kernel_modules="proprietary"))
+    assert plan["packages"] == [
+        "nvidia-headless-no-dkms-535-server",
+        "nvidia-utils-535-server",
+        "linux-modules-nvidia-535-server-aws",
+        "linux-modules-nvidia-535-server-6.8.0-1015-aws",
+    ]
+    assert plan["headers"] == ["linux-headers-6.8.0-1015-aws", "linux-headers-aws"]
+    assert plan["dkms"] is False and plan["signed_modules"] is True
+
+
+def test_ubuntu_open_modules_and_the_default_branch():
+    host = facts("ubuntu", "24.04", kernel={"release": "6.8.0-45-generic", "headers_installed": True})
+    plan = driver.plan(host, settings())
+    assert plan["branch"] == "570"
+    assert "linux-modules-nvidia-570-server-open-generic" in plan["packages"]
+    assert "nvidia-headless-no-dkms-570-server-open" in plan["packages"]
+
+
+def test_rhel_has_no_distribution_driver_and_is_refused():
+    plan = driver.plan(facts("rhel", "9", kernel={"release": "5.14.0-427.el9.x86_64"}), settings())
+    assert plan["refusal"]["code"] == 3
+    assert "packages no NVIDIA driver of its own" in plan["refusal"]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("os_id", "version", "branch", "modules", "expected"),
+    [
+        ("ubuntu", "22.04", "", "open", "nvidia-open"),
+        ("ubuntu", "22.04", "", "proprietary", "cuda-drivers"),
+        ("debian", "12", "550", "open", "nvidia-open-550"),
+        ("debian", "12", "550", "proprietary", "cuda-drivers-550"),
+        ("rhel", "9", "", "open", "nvidia-open"),
+    ],
+)
+def test_cuda_repository_packages(os_id, version, branch, modules, expected):
+    host = facts(os_id, version, kernel={"release": "6.1.0-28-amd64"})
+    plan = driver.plan(host, settings(source="auto", branch=branch, kernel_modules=modules))
+    assert plan["refusal"] is None
+    assert plan["packages"][0] == expected
+
+
+def test_rhel_auto_plans_kernel_devel_for_the_running_kernel_and_future_ones():
+    plan = driver.plan(facts("rhel", "9", kernel={"release": "5.14.0-427.el9.x86_64"}), settings(source="auto"))
+    assert plan["headers"] == ["kernel-devel-5.14.0-427.el9.x86_64", "kernel-devel"]
+    assert plan["initramfs"] == ["dracut", "-f"]
+
+
+def test_nvswitch_hosts_get_fabric_manager_of_the_same_branch():
+    plan = driver.plan(facts("ubuntu", "22.04", nvswitches=["0000:05:00.0"]), settings(source="auto", branch="550"))
+    assert plan["fabricmanager"] == ["nvidia-fabricmanager-550"]
+
+
+def test_nvswitch_hosts_on_debian_distro_are_refused_for_want_of_fabric_manager():
+    plan = driver.plan(facts(nvswitches=["0000:05:00.0"]), settings())
+    assert "Fabric Manager" in plan["refusal"]["reason"]
+
+
+# -- Secure Boot ----------------------------------------------------------------------------------------------
+
+
+def test_secure_boot_with_dkms_modules_is_refused_with_the_mok_steps():
+    plan = driver.plan(facts(secure_boot=True), settings())
+    assert plan["refusal"]["code"] == 3 and "mokutil --import" in plan["refusal"]["reason"]
+
+
+def test_secure_boot_with_an_enrolled_dkms_key_goes_on():
+    assert driver.plan(facts(secure_boot=True), settings(), mok_enrolled=True)["refusal"] is None
+
+
+def test_secure_boot_on_ubuntu_distro_uses_the_signed_modules():
+    host = facts("ubuntu", "22.04", secure_boot=True, kernel={"release": "5.15.0-91-generic"})
+    assert driver.plan(host, settings())["refusal"] is None
+
+
+def test_secure_boot_on_ubuntu_auto_points_at_the_signed_distribution_modules():
+    host = facts("ubuntu", "22.04", secure_boot=True, kernel={"release": "5.15.0-91-generic"})
+    reason = driver.plan(host, settings(source="auto"))["refusal"]["reason"]
+    assert "nvidia_driver_source: distro" in reason
+
+
+# -- holding the branch -------------------------------------------------------------------------------------
+
+
+def test_apt_preferences_hold_every_driver_package_on_the_branch():
+    text = driver.apt_hold_text("550")
+    lines = text.splitlines()
+    assert all(line.startswith("#") for line in lines[:3])
+    assert lines[3].startswith("Package: nvidia-* libnvidia-* ")
+    assert "cuda-drivers*" in lines[3] and "firmware-nvidia-gsp*" in lines[3]
+    assert lines[4:] == ["Pin: version 550.*", "Pin-Priority: 1000"]
+
+
+def test_a_pinned_branch_on_apt_is_held_in_preferences_d():
+    plan = driver.plan(facts("ubuntu", "22.04"), settings(source="auto", branch="550"))
+    assert plan["hold"] == {"path": driver.HOLD_APT_PATH, "content": driver.apt_hold_text("550")}
+
+
+def test_auto_without_a_branch_follows_the_newest_and_holds_nothing():
+    assert driver.plan(facts("ubuntu", "22.04"), settings(source="auto"))["hold"] is None
+
+
+def test_rhel_9_holds_the_branch_with_the_nvidia_driver_module_stream():
+    host = facts("rhel", "9", kernel={"release": "5.14.0-427.el9.x86_64"})
+    plan = driver.plan(host, settings(source="auto", branch="550"))
+    assert plan["hold"]["path"] == "/etc/dnf/modules.d/nvidia-driver.module"
+    assert "stream=550-open\n" in plan["hold"]["content"] and "state=enabled\n" in plan["hold"]["content"]
+
+
+def test_rhel_10_cannot_hold_a_branch_yet_and_says_so():
+    host = facts("rhel", "10", kernel={"release": "6.12.0-55.el10.x86_64"})
+    plan = driver.plan(host, settings(source="auto", branch="570"))
+    assert plan["refusal"]["code"] == 3 and "nvidia_driver_branch" in plan["refusal"]["reason"]
+
+
+def test_a_branch_that_is_not_a_number_is_refused():
+    assert "not a driver branch" in driver.plan(facts(), settings(branch="latest"))["refusal"]["reason"]
+
+
+# -- none, reboot, runfile, DKMS --------------------------------------------------------------------------------
+
+
+def test_source_none_plans_nothing():
+    plan = driver.plan(facts(), settings(source="none"))
+    assert plan["packages"] == [] and plan["headers"] == [] and plan["refusal"] is None
+
+
+def test_the_nouveau_blacklist_names_nouveau_and_nova_core():
+    plan = driver.plan(facts(), settings())
+    assert plan["blacklist"]["path"].startswith("/etc/modprobe.d/")
+    assert {"blacklist nouveau", "blacklist nova_core"} <= set(plan["blacklist"]["content"].splitlines())
+
+
+@pytest.mark.parametrize(
+    ("loaded", "installed", "fresh", "nouveau", "needed"),
+    [
+        ({"loaded": True, "version": "550.163.01"}, "550.163.01-2", False, False, False),
+        ({"loaded": True, "version": "535.261.03"}, "550.163.01-2", True, False, True),
+        ({"loaded": False, "version": None}, "550.163.01-2", True, False, True),
+        ({"loaded": False, "version": None}, "550.163.01-2", False, False, False),
+        ({"loaded": True, "version": "550.163.01"}, "1:550.163.01-1", True, False, False),
+        ({"loaded": False, "version": None}, "550.163.01-2", True, True, True),
+    ],
+)
+def test_reboot_is_required_when_the_installed_driver_cannot_run_in_the_running_kernel(
+    loaded, installed, fresh, nouveau, needed
+):
+    assert driver.reboot_required(loaded, installed, fresh, nouveau) is needed
+
+
+def test_runfile_version_and_command_line():
+    url = "https://us.download.nvidia.com/tesla/550.163.01/NVIDIA-Linux-x86_64-550.163.01.run"
+    assert driver.runfile_version(url) == "550.163.01"
+    argv = driver.runfile_argv("/var/tmp/x.run", "proprietary")
+    assert argv[:4] == ["sh", "/var/tmp/x.run", "--silent", "--dkms"]
+    assert argv[-1] == "-m=kernel" and not any("xconfig" in a for a in argv)
+
+
+def test_dkms_missing_lists_kernels_with_headers_but_no_built_module():
+    status = "nvidia-current/550.163.01, 6.12.38+deb13-amd64, x86_64: installed\nnvidia-current/550.163.01: added\n"
+    assert driver.dkms_missing(status, ["6.12.38+deb13-amd64", "6.12.41+deb13-amd64"]) == ["6.12.41+deb13-amd64"]
+    assert driver.dkms_missing("nvidia, 535.1, 6.1.0-28-amd64, x86_64: installed", ["6.1.0-28-amd64"]) == []
+
+
+def test_dkms_missing_is_empty_without_a_registered_nvidia_module():
+    assert driver.dkms_missing("", ["6.12.38+deb13-amd64"]) == []
+
+
+def test_plan_does_not_change_the_facts_it_reads():
+    host = facts()
+    before = copy.deepcopy(host)
+    driver.plan(host, settings())
+    assert host == before
