@@ -1,0 +1,225 @@
+#!/usr/bin/python
+# Copyright: gpu-install contributors
+# Apache License 2.0
+"""Ansible module gpu_install.nvidia.cdi_spec: write the CDI spec through which Docker 25+ injects NVIDIA GPUs."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: cdi_spec
+short_description: Write the CDI spec through which Docker 25+ injects NVIDIA GPUs
+version_added: 0.1.0
+description:
+  - Generates a Container Device Interface (CDI) spec of kind C(nvidia.com/gpu) for the host's NVIDIA GPUs
+    and writes it, so that C(docker run --device nvidia.com/gpu=all) (or C(=0), or C(=GPU-<uuid>)) works with
+    no NVIDIA Container Toolkit. Docker 25 to 27 need C(features.cdi=true) in daemon.json
+    (M(gpu_install.nvidia.docker_daemon_json) with O(gpu_install.nvidia.docker_daemon_json#module:cdi=true)).
+  - GPUs (index in PCI bus order, UUID, device minor) come from C(/proc/driver/nvidia/gpus/*/information), or
+    from the driver's C(nvidia-smi -q). Every GPU is a device by index and by UUID; C(all) is every GPU.
+  - Driver libraries are found by their stable SONAME (C(libcuda.so.1), C(libnvidia-ml.so.1), ...) in the
+    linker cache (C(/etc/ld.so.cache)), then in O(search_paths), so a driver upgrade keeps the spec valid.
+    The control nodes (C(/dev/nvidiactl), C(nvidia-uvm), C(nvidia-uvm-tools), C(nvidia-modeset)), the
+    binaries (C(nvidia-smi), C(nvidia-debugdump), ...), the GSP firmware and the persistenced and
+    fabric manager sockets are added when present.
+  - The spec is JSON, sorted, the same bytes for the same host; it is checked against the CDI format
+    before it is written. Writes atomically (temp file beside the target, fsync, rename), mode 0644, and
+    changes nothing when the bytes are the same.
+  - Fails with C(gpu_install_error) code 3 when there is no GPU, no loaded driver or no driver library,
+    code 10 when the file cannot be written.
+author:
+  - gpu-install maintainers
+options:
+  path:
+    description:
+      - The spec file. Docker reads C(*.json) and C(*.yaml) in C(/etc/cdi) and C(/var/run/cdi).
+      - Its directory is created (0755) when missing.
+    type: path
+    default: /etc/cdi/gpu-install-nvidia.json
+  state:
+    description: Whether the spec is written (V(present)) or removed (V(absent)).
+    type: str
+    choices: [present, absent]
+    default: present
+  search_paths:
+    description:
+      - Driver directories searched for libraries and binaries that the linker cache (or the system's bin
+        directories) does not list, in order, for a driver installed outside them.
+    type: list
+    elements: path
+    default: [/usr/local/nvidia/lib64, /usr/local/nvidia/lib, /usr/local/nvidia/bin]
+  container_lib_dir:
+    description:
+      - Where the libraries appear inside containers. Default is the multiarch directory that Debian and
+        Ubuntu images search (C(/usr/lib/x86_64-linux-gnu) on x86_64, as in NVIDIA's CUDA images); images of
+        the Red Hat family want C(/usr/lib64).
+    type: str
+  caps:
+    description:
+      - Also give every GPU container the C(/dev/nvidia-caps/*) nodes (MIG configuration and monitoring
+        capabilities). Off by default; the NVIDIA Container Toolkit does not give them to whole GPUs either.
+    type: bool
+    default: false
+  root:
+    description:
+      - Read the host below this directory (a captured tree, a mounted image). The spec still names host paths.
+    type: path
+attributes:
+  check_mode:
+    support: full
+    description: Generates and compares; writes nothing.
+  diff_mode:
+    support: full
+    description: The diff is the file's text before and after, headed with the path.
+notes:
+  - The generator lives in the module_utils C(cdi), which the gpu-install CLI imports too.
+  - Regenerate after a driver upgrade (C(stale) lists paths of the written spec that no longer exist).
+seealso:
+  - name: Container Device Interface specification
+    description: The spec format Docker reads.
+    link: https://github.com/cncf-tags/container-device-interface/blob/main/SPEC.md
+"""
+
+EXAMPLES = r"""
+- name: Write the CDI spec for the host's GPUs
+  gpu_install.nvidia.cdi_spec:
+  register: cdi
+
+- name: A driver installed in /opt/nvidia, outside the linker cache
+  gpu_install.nvidia.cdi_spec:
+    search_paths: [/opt/nvidia/lib64, /opt/nvidia/bin]
+
+- name: Take the spec out (back to the runtime mode)
+  gpu_install.nvidia.cdi_spec:
+    state: absent
+"""
+
+RETURN = r"""
+path:
+  description: The spec file.
+  returned: always
+  type: str
+  sample: /etc/cdi/gpu-install-nvidia.json
+devices:
+  description: The fully qualified device names the spec defines (empty with O(state=absent)).
+  returned: always
+  type: list
+  elements: str
+  sample: ["nvidia.com/gpu=0", "nvidia.com/gpu=GPU-59612015-34ef-44a0-8fe4-7daa00bab28a", "nvidia.com/gpu=all"]
+gpus:
+  description: The GPUs found, each with C(index), C(uuid), C(minor), C(pci_address), C(name), C(device_node).
+  returned: always
+  type: list
+  elements: dict
+driver_version:
+  description: The loaded driver's version, or null.
+  returned: always
+  type: str
+  sample: 580.159.04
+libraries:
+  description: SONAME -> host path of each library put into the spec.
+  returned: always
+  type: dict
+missing:
+  description: Optional parts that were not found (libraries, binaries, device nodes).
+  returned: always
+  type: list
+  elements: str
+stale:
+  description: Host paths named by the spec that was on disk before this task and no longer exist.
+  returned: always
+  type: list
+  elements: str
+diff:
+  description: C(before), C(after), C(before_header) and C(after_header); empty when nothing changed.
+  returned: always
+  type: dict
+gpu_install_error:
+  description: On failure, the exit code (3 no GPU, driver or library; 10 write error) and the reason.
+  returned: failure
+  type: dict
+  sample: {"code": 3, "reason": "No NVIDIA GPU was found in /proc/driver/nvidia/gpus (nor by nvidia-smi): ..."}
+"""
+
+import json
+from typing import Any, Dict
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import cdi
+
+
+def _text(data: bytes | None) -> str:
+    return "" if data is None else data.decode("utf-8", errors="replace")
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "default": cdi.DEFAULT_PATH},
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+            "search_paths": {"type": "list", "elements": "path", "default": list(cdi.DEFAULT_SEARCH_PATHS)},
+            "container_lib_dir": {"type": "str"},
+            "caps": {"type": "bool", "default": False},
+            "root": {"type": "path"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    path = p["path"]
+    result: Dict[str, Any] = {
+        "changed": False,
+        "path": path,
+        "devices": [],
+        "gpus": [],
+        "driver_version": None,
+        "libraries": {},
+        "missing": [],
+        "stale": [],
+        "diff": {},
+    }
+    try:
+        before = cdi.read_current(path)
+        if before is not None:
+            try:
+                result["stale"] = cdi.stale_paths(json.loads(before.decode("utf-8")), p["root"])
+            except ValueError:
+                result["stale"] = []
+        after: bytes | None = None
+        if p["state"] == "present":
+            spec, found = cdi.generate(
+                root=p["root"],
+                search_paths=p["search_paths"],
+                caps=p["caps"],
+                container_lib_dir=p["container_lib_dir"],
+            )
+            after = cdi.dumps(spec)
+            info = found.as_dict()
+            result.update(
+                devices=[f"{spec['kind']}={d['name']}" for d in spec["devices"]],
+                gpus=info["gpus"],
+                driver_version=info["driver_version"],
+                libraries=info["libraries"],
+                missing=info["missing"],
+            )
+        changed = before != after
+        result["changed"] = changed
+        if changed and module._diff:
+            result["diff"] = {
+                "before": _text(before),
+                "after": _text(after),
+                "before_header": path,
+                "after_header": path,
+            }
+        if changed and not module.check_mode:
+            if after is None:
+                cdi.remove(path)
+            else:
+                cdi.write(path, after)
+    except cdi.CdiError as exc:
+        module.fail_json(msg=exc.reason, gpu_install_error=exc.record(), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The gpu_install.nvidia.cdi_spec module, run as Ansible runs it (args file, JSON out)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import module_utils  # noqa: F401  (puts installer/ on sys.path)
+
+from gpu_install.collection import collection_dir, collections_path
+
+CORPUS = Path(__file__).resolve().parent / "cdi_corpus"
+sys.path.insert(0, str(CORPUS))
+import tree  # noqa: E402
+
+MODULE = "plugins/modules/cdi_spec.py"
+H100_DIRS = ["/usr/local/nvidia/lib64", "/usr/local/nvidia/bin"]
+KEYS = {"changed", "path", "devices", "gpus", "driver_version", "libraries", "missing", "stale", "diff"}
+
+
+def run_module(tmp_path: Path, args: dict, check: bool = False, diff: bool = False) -> tuple[int, dict]:
+    args = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(collections_path()), *sys.path]))
+    proc = subprocess.run(
+        [sys.executable, str(collection_dir() / MODULE), str(args_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    return proc.returncode, json.loads(proc.stdout)
+
+
+@pytest.fixture
+def h100(tmp_path):
+    return str(tree.build(CORPUS / "h100", tmp_path / "h100"))
+
+
+def test_module_six_ways_check_diff_real_then_idempotent(tmp_path, h100):
+    target = tmp_path / "etc" / "cdi" / "gpu-install-nvidia.json"  # the directory is made too
+    args = {"root": h100, "search_paths": H100_DIRS, "path": str(target)}
+    expected = (CORPUS / "h100" / "spec.json").read_text()
+
+    rc, check = run_module(tmp_path, args, check=True)
+    assert rc == 0 and check["changed"] is True and not target.parent.exists()
+    rc, check_diff = run_module(tmp_path, args, check=True, diff=True)
+    assert rc == 0 and check_diff["changed"] is True and not target.parent.exists()
+    assert check_diff["diff"]["before"] == "" and check_diff["diff"]["after"] == expected
+    assert check_diff["diff"]["before_header"] == check_diff["diff"]["after_header"] == str(target)
+    rc, real = run_module(tmp_path, args)
+    assert rc == 0 and real["changed"] is True
+    assert target.read_text() == check_diff["diff"]["after"]  # check mode showed the exact change
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert os.listdir(target.parent) == [target.name]  # no temp file left
+    assert real["devices"] == [
+        "nvidia.com/gpu=0",
+        "nvidia.com/gpu=GPU-d797d853-7e5b-0993-a5ec-b02ca97045ca",
+        "nvidia.com/gpu=all",
+    ]
+    assert real["driver_version"] == "580.159.04" and real["gpus"][0]["device_node"] == "/dev/nvidia0"
+    written = target.read_bytes()
+    before = target.stat().st_mtime_ns
+
+    for mode in ({"check": True}, {"check": True, "diff": True}, {}):
+        rc, again = run_module(tmp_path, args, **mode)
+        assert rc == 0 and again["changed"] is False, mode
+        assert again["diff"] == {} and again["stale"] == []
+        assert target.read_bytes() == written and target.stat().st_mtime_ns == before
+    assert KEYS <= set(real) and KEYS <= set(again)
+
+
+def test_module_rewrites_a_changed_file_and_removes_with_state_absent(tmp_path, h100):
+    target = tmp_path / "spec.json"
+    target.write_text('{"cdiVersion": "0.5.0"}\n')
+    args = {"root": h100, "search_paths": H100_DIRS, "path": str(target)}
+    rc, result = run_module(tmp_path, args, diff=True)
+    assert rc == 0 and result["changed"] is True and result["diff"]["before"] == '{"cdiVersion": "0.5.0"}\n'
+    assert target.read_bytes() == (CORPUS / "h100" / "spec.json").read_bytes()
+    rc, check = run_module(tmp_path, dict(args, state="absent"), check=True)
+    assert rc == 0 and check["changed"] is True and target.exists()
+    rc, gone = run_module(tmp_path, dict(args, state="absent"))
+    assert rc == 0 and gone["changed"] is True and not target.exists() and gone["devices"] == []
+    rc, again = run_module(tmp_path, dict(args, state="absent"))
+    assert rc == 0 and again["changed"] is False
+
+
+def test_module_reports_stale_paths_of_the_spec_on_disk(tmp_path, h100):
+    target = tmp_path / "spec.json"
+    old = json.loads((CORPUS / "h100" / "spec.json").read_text())
+    old["containerEdits"]["mounts"][0]["hostPath"] = "/usr/lib/x86_64-linux-gnu/libcuda.so.535.54.03"
+    target.write_text(json.dumps(old))
+    rc, result = run_module(tmp_path, {"root": h100, "search_paths": H100_DIRS, "path": str(target)})
+    assert rc == 0 and result["changed"] is True
+    assert result["stale"] == ["/usr/lib/x86_64-linux-gnu/libcuda.so.535.54.03"]
+
+
+def test_module_without_gpu_fails_with_code_3_and_writes_nothing(tmp_path):
+    target = tmp_path / "spec.json"
+    rc, result = run_module(tmp_path, {"root": str(tmp_path), "path": str(target)})
+    assert rc != 0 and result["failed"] is True
+    assert result["gpu_install_error"]["code"] == 3
+    assert result["msg"].startswith("No NVIDIA GPU was found")
+    assert not target.exists() and KEYS <= set(result)
