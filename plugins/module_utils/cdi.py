@@ -35,7 +35,7 @@ import struct
 import subprocess
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import daemon_json, errors, gpu_detect
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, fileio, gpu_detect
 
 CDI_VERSION = "0.5.0"  # Docker 25+ vendors CDI 0.6; nothing here needs more than 0.3
 VENDOR = "nvidia.com"
@@ -104,16 +104,8 @@ OLD_MAGIC = b"ld.so-1.7.0"
 NEW_MAGIC = b"glibc-ld.so.cache1.1"
 
 
-class CdiError(Exception):
-    """A spec cannot be made: ``code`` (exit code) and one-sentence ``reason``."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-    def record(self) -> Dict[str, Any]:
-        return errors.error_record(self.code, self.reason)
+class CdiError(errors.Failure):
+    """A spec cannot be made (or written): its exit class and one sentence."""
 
 
 # ---------------------------------------------------------------------------
@@ -616,7 +608,7 @@ def write(path: str, data: bytes) -> None:
     target = os.path.realpath(path)
     try:
         os.makedirs(os.path.dirname(target) or ".", mode=0o755, exist_ok=True)
-        daemon_json.write_atomic(target, data, 0o644, os.geteuid(), os.getegid())
+        fileio.write_atomic(target, data, 0o644, os.geteuid(), os.getegid())
     except OSError as exc:
         raise CdiError(errors.HOST_ERROR, f"Could not write {path}: {exc.strerror or exc}; it is unchanged.") from exc
 
