@@ -93,7 +93,7 @@ class RunResult:
             first = self.failures[0]
             msg = first.get("msg") or "a task failed"
             return GpuInstallError(codes.INTERNAL, f"task '{first.get('task')}' failed: {msg}", log=str(self.log))
-        if self.blockers:
+        if self.check and self.blockers:  # a real run stops at its first failure instead
             first = self.blockers[0]
             return GpuInstallError(int(first["code"]), str(first["reason"]), log=str(self.log))
         if self.status not in ("successful",) or self.rc != 0:
@@ -214,7 +214,12 @@ def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
         if isinstance(facts.get("gpu_install"), dict):
             result.facts = facts["gpu_install"]
         blocker = res.get("gpu_install_blocker")
-        if isinstance(blocker, dict) and blocker.get("code") in codes.EXIT_CODES:
+        known = {(b["host"], b["reason"]) for b in result.blockers}
+        if (
+            isinstance(blocker, dict)
+            and blocker.get("code") in codes.EXIT_CODES
+            and (data.get("host"), blocker.get("reason")) not in known
+        ):
             result.blockers.append(
                 {"host": data.get("host"), "code": int(blocker["code"]), "reason": blocker.get("reason")}
             )

@@ -59,6 +59,12 @@ options:
         written by the same run (it does not exist yet in check mode).
     type: bool
     default: true
+  probe:
+    description:
+      - Only find out whether the packages can be installed (run it in check mode); never fail and never mark
+        the plan, but return RV(installable) and RV(reason).
+    type: bool
+    default: false
   manager:
     description:
       - The package manager; C(auto) picks it from the host's family.
@@ -91,6 +97,14 @@ transaction:
   returned: always
   type: list
   elements: dict
+installable:
+  description: With O(probe), whether the package manager can install the packages.
+  returned: always
+  type: bool
+reason:
+  description: With O(probe), why it cannot (empty when it can).
+  returned: always
+  type: str
 lock_holders:
   description: Processes that held the package manager's lock while this run waited.
   returned: always
@@ -146,6 +160,7 @@ def main() -> None:
             "install_recommends": {"type": "bool", "default": False},
             "simulate": {"type": "bool", "default": True},
             "manager": {"type": "str", "choices": ["auto", "apt", "dnf"], "default": "auto"},
+            "probe": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -159,7 +174,14 @@ def main() -> None:
         todo = pkgmgr.missing(p["names"], mgr, installed)
     else:
         todo = [n for n in p["names"] if n in installed]
-    result = {"changed": bool(todo), "missing": todo, "transaction": [], "lock_holders": []}
+    result = {
+        "changed": bool(todo),
+        "missing": todo,
+        "transaction": [],
+        "lock_holders": [],
+        "installable": True,
+        "reason": "",
+    }
     if not todo:
         module.exit_json(**result)
     verb = "install" if p["state"] == "present" else "remove"
@@ -192,10 +214,15 @@ def main() -> None:
                 raise pkgmgr.PackageError(errors.INTERNAL, f"dnf remove failed: {err.strip()[-300:]}")
     except pkgmgr.PackageError as exc:
         record = errors.error_record(exc.code, exc.reason)
+        if module.check_mode and p["probe"]:
+            result.update(changed=False, installable=False, reason=exc.reason)
+            module.exit_json(**result)
         if module.check_mode:
             module.warn(exc.reason)
-            module.exit_json(changed=False, missing=todo, transaction=[], lock_holders=[], gpu_install_blocker=record)
-        module.fail_json(msg=exc.reason, gpu_install_error=record, missing=todo, transaction=[], lock_holders=[])
+            result.update(changed=False, installable=False, reason=exc.reason, gpu_install_blocker=record)
+            module.exit_json(**result)
+        result.update(installable=False, reason=exc.reason)
+        module.fail_json(msg=exc.reason, gpu_install_error=record, **result)
     result["diff"] = {"prepared": "\n".join(f"{verb} {n}" for n in todo)}
     module.exit_json(**result)
 
