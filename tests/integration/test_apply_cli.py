@@ -73,3 +73,25 @@ def test_no_gpu_outside_image_builds_is_refused_with_exit_3(bookworm_host):
     assert rc == 3, result
     assert "No NVIDIA GPU" in result["error"]["reason"]
     assert snapshot(host) == before
+
+
+def test_a_docker_refusal_comes_before_the_driver_is_installed(bookworm_host):
+    """Every role's preflight runs before the first change: a dockerd flag conflict stops the run while the
+    host is as it was, although the driver (Debian's, 'distro') would have been installed first."""
+    host = bookworm_host
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    host.run(["apt-get", "update", "-q"], env=env)
+    host.run(["apt-get", "install", "-y", "-q", "docker.io"], env=env)
+    host.run(["mkdir", "-p", "/etc/systemd/system/docker.service.d"])
+    host.put(
+        "/etc/systemd/system/docker.service.d/10-runtime.conf",
+        b"[Service]\nExecStart=\nExecStart=/usr/sbin/dockerd -H fd:// --default-runtime=runc\n",
+    )
+    host.run(["systemctl", "daemon-reload"])
+    host.put("/etc/gpu-install/config.yml", IMAGE_BUILD + b"nvidia_driver_source: distro\n")
+    before = snapshot(host)
+    rc, result = cli(host, "apply", "--yes", "--json")
+    assert rc == 4, result
+    assert "10-runtime.conf line 3" in result["error"]["reason"]
+    assert result["changed"] == 0
+    assert snapshot(host) == before
