@@ -157,6 +157,9 @@ def run_playbook(
     env["PATH"] = _bin_dir() + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
     env["ANSIBLE_COLLECTIONS_PATH"] = str(collections_path())
     env["ANSIBLE_LOCAL_TEMP"] = str(pdd / "tmp")
+    # Modules run locally: their temp files go with the run, not under a home directory (a system
+    # user running plan may have none).
+    env["ANSIBLE_REMOTE_TMP"] = str(pdd / "remote-tmp")
     env["ANSIBLE_HOME"] = str(base / "ansible")
     if extra_env:
         env.update(extra_env)
