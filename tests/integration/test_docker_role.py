@@ -9,11 +9,12 @@ a container that runs proves dockerd used the runtime that daemon.json made defa
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pytest
+import roles
 from hosts import Host
+from roles import failure
 
 STAND_IN_RUNTIME = "/usr/local/bin/gpu-install-test-stand-in-runtime"
 STAND_IN_SCRIPT = b"""#!/bin/sh
@@ -21,50 +22,16 @@ STAND_IN_SCRIPT = b"""#!/bin/sh
 echo "$@" >> /var/log/gpu-install-test-stand-in-runtime.log
 exec runc "$@"
 """
-PLAYBOOK = b"""---
-- name: Docker role
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  roles:
-    - role: gpu_install.nvidia.docker
-"""
 USER_CONFIG = {
     "log-driver": "json-file",
     "log-opts": {"max-size": "10m", "max-file": "3"},
     "runtimes": {"runc-alias": {"path": "runc"}},
 }
-VENV = "/opt/gpu-install/venv"
 
 
 def converge(host: Host, extra: dict[str, Any], check: bool = False) -> tuple[int, dict[str, int], str]:
-    """Run the role through ansible-playbook in the host's own venv; returns (rc, recap, output)."""
-    host.put("/root/docker-role.yml", PLAYBOOK)
-    settings = {"docker_runtime_path": STAND_IN_RUNTIME, **extra}
-    host.put("/root/vars.json", json.dumps(settings).encode())
-    collections = host.run(
-        [f"{VENV}/bin/python", "-c", "from gpu_install.collection import collections_path; print(collections_path())"]
-    ).stdout.strip()
-    argv = [f"{VENV}/bin/ansible-playbook", "-i", "localhost,", "-e", "@/root/vars.json", "/root/docker-role.yml"]
-    argv += ["-e", f"ansible_python_interpreter={VENV}/bin/python"]
-    if check:
-        argv += ["--check", "--diff"]
-    proc = host.run(
-        argv,
-        check=False,
-        env={"ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1"},
-    )
-    out = proc.stdout + proc.stderr
-    match = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out)
-    assert match, out
-    recap = dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups())))
-    return proc.returncode, recap, out
-
-
-def failure(out: str) -> dict[str, Any]:
-    match = re.search(r"FAILED! => (\{.*\})", out)
-    assert match, out
-    return json.loads(match.group(1))
+    """The docker role, with the stand-in runtime registered in the NVIDIA runtime's place."""
+    return roles.converge(host, "docker", {"docker_runtime_path": STAND_IN_RUNTIME, **extra}, check)
 
 
 def info(host: Host) -> dict[str, Any]:

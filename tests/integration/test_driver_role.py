@@ -1,17 +1,14 @@
 """The nvidia_driver role on real systemd Debian hosts.
 
-One test installs the real driver: Debian trixie's nvidia-driver (about 360 MB) in an image build, with
-the headers of Debian's kernel (linux-headers-amd64), so that DKMS really builds the module for that
-kernel (the hosts run this machine's kernel, which has no headers). The others are fast: refusals that
-leave the host as it was, and the runfile path with a stand-in .run (a FIXTURE, below) served from
-this machine over the Docker bridge with its SHA-256 pinned.
+The real driver, built by DKMS, is installed through the CLI in test_driver_apply.py. These are fast:
+refusals that leave the host as it was, and the runfile path with a stand-in .run (a FIXTURE, below)
+served from this machine over the Docker bridge with its SHA-256 pinned.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import re
 import shutil
 import subprocess
@@ -21,52 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import roles
 from hosts import Host
+from roles import failure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures.mirror import bridge_gateway, free_port  # noqa: E402
 
 VENV = "/opt/gpu-install/venv"
-PLAYBOOK = b"""---
-- name: NVIDIA driver role
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  roles:
-    - role: gpu_install.nvidia.nvidia_driver
-"""
 BLACKLIST = "/etc/modprobe.d/gpu-install-blacklist-nouveau.conf"
 HOLD = "/etc/apt/preferences.d/gpu-install-nvidia-driver.pref"
 STAND_IN_LOG = "/var/log/gpu-install-test-stand-in-runfile.log"
 
 
 def converge(host: Host, extra: dict[str, Any], check: bool = False) -> tuple[int, dict[str, int], str]:
-    """Run the role through ansible-playbook in the host's own venv; returns (rc, recap, output)."""
-    host.put("/root/driver-role.yml", PLAYBOOK)
-    host.put("/root/vars.json", json.dumps(extra).encode())
-    collections = host.run(
-        [f"{VENV}/bin/python", "-c", "from gpu_install.collection import collections_path; print(collections_path())"]
-    ).stdout.strip()
-    argv = [f"{VENV}/bin/ansible-playbook", "-i", "localhost,", "-e", "@/root/vars.json", "/root/driver-role.yml"]
-    argv += ["-e", f"ansible_python_interpreter={VENV}/bin/python"]
-    if check:
-        argv += ["--check", "--diff"]
-    proc = host.run(
-        argv,
-        check=False,
-        env={"ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1"},
-    )
-    out = proc.stdout + proc.stderr
-    match = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out)
-    assert match, out
-    recap = dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups()), strict=True))
-    return proc.returncode, recap, out
-
-
-def failure(out: str) -> dict[str, Any]:
-    match = re.search(r"FAILED! => (\{.*\})", out)
-    assert match, out
-    return json.loads(match.group(1))
+    return roles.converge(host, "nvidia_driver", extra, check)
 
 
 def dpkg_status(host: Host) -> bytes:
@@ -75,42 +41,6 @@ def dpkg_status(host: Host) -> bytes:
 
 def mode(host: Host, path: str) -> str:
     return host.run(["stat", "-c", "%a %U %G", path]).stdout.strip()
-
-
-# -- the real driver, built by DKMS ---------------------------------------------------------------
-
-
-def test_distro_driver_is_built_by_dkms_for_debians_kernel_and_a_second_run_changes_nothing(trixie_host):
-    host = trixie_host
-    settings = {"nvidia_driver_source": "distro", "gpu_install_image_build": True}
-
-    rc, _recap, out = converge(host, settings, check=True)
-    assert rc == 0, out
-    assert re.search(r"install nvidia-driver 550\.\S+", out), "the plan lists the driver and its version"
-    assert re.search(r"install linux-headers-amd64 \S+", out), out
-    assert host.run(["dpkg-query", "-W", "nvidia-driver"], check=False).returncode != 0, "check mode installed it"
-
-    rc, recap, out = converge(host, settings)
-    assert rc == 0, out
-    assert recap["changed"] >= 4, out
-
-    kernels = host.run(["sh", "-c", "ls -d /lib/modules/*/build | cut -d/ -f4"]).stdout.split()
-    debian = [k for k in kernels if re.fullmatch(r"6\.12\.\S+-amd64", k)]
-    assert debian, kernels
-    status = host.run(["dkms", "status"]).stdout
-    assert re.search(rf"^nvidia\S*, {re.escape(debian[0])}, x86_64: installed", status, re.M), status
-    built = host.run(["sh", "-c", f"ls /lib/modules/{debian[0]}/updates/dkms/"]).stdout.split()
-    assert any(re.fullmatch(r"nvidia(-current)?\.ko(\.xz)?", name) for name in built), built
-
-    assert host.get(HOLD).decode().count("Pin: version 550.*") == 1
-    assert mode(host, HOLD) == "644 root root"
-    assert "blacklist nouveau" in host.get(BLACKLIST).decode()
-    assert mode(host, BLACKLIST) == "644 root root"
-
-    before = dpkg_status(host)
-    rc, recap, out = converge(host, settings)
-    assert rc == 0 and recap["changed"] == 0, out
-    assert dpkg_status(host) == before
 
 
 # -- refusals before any change ---------------------------------------------------------------------
