@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,35 @@ def remember_tasks(playbook: str, count: int) -> None:
         pass
 
 
+# Long steps write logs as they go: dpkg's terminal log while packages unpack and configure, and DKMS's
+# make.log while a kernel module builds. The newest line of the file written last is the live detail.
+ACTIVITY_LOGS = ("/var/lib/dkms/*/*/build/make.log", "/var/log/apt/term.log")
+
+
+def activity(since: float, patterns: tuple[str, ...] = ACTIVITY_LOGS) -> str:
+    """The last line of the log written most recently after ``since`` (empty when none was)."""
+    newest, newest_mtime = None, since
+    for pattern in patterns:
+        for path in glob.glob(pattern):
+            try:
+                mtime = os.stat(path).st_mtime
+            except OSError:
+                continue
+            if mtime > newest_mtime:
+                newest, newest_mtime = path, mtime
+    if newest is None:
+        return ""
+    try:
+        with open(newest, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(newest) - 4096))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip() and not ln.startswith("Log ")]
+    label = "dkms" if "/dkms/" in newest else "dpkg"
+    return f"{label}: {lines[-1][:100]}" if lines else ""
+
+
 class Progress:
     """Renders runner events; a live line on a terminal, plain lines otherwise."""
 
@@ -42,9 +74,15 @@ class Progress:
         self.enabled = enabled
         self.n = 0
         self.start = time.monotonic()
+        self.started_at = time.time()  # wall clock, to compare with the logs' modification times
         self.current = ""
         self._live: Any = None
         self._tty = sys.stderr.isatty()
+        self._detail = ""
+        self._detail_shown = 0.0
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def __enter__(self) -> Progress:
         if self.enabled and self._tty:
@@ -54,9 +92,26 @@ class Progress:
 
             self._live = Live(Text(self.title), console=Console(stderr=True), refresh_per_second=8, transient=True)
             self._live.__enter__()
+        if self.enabled:
+            self._watcher = threading.Thread(target=self._watch, name="gpu-install-progress", daemon=True)
+            self._watcher.start()
         return self
 
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            detail = activity(self.started_at)
+            if detail and detail != self._detail:
+                self._detail = detail
+                if self._live is not None:
+                    self._show()
+                elif time.monotonic() - self._detail_shown >= 5:
+                    self._detail_shown = time.monotonic()
+                    self._print(f"  ... {detail}")
+
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=2)
         if self._live is not None:
             self._live.__exit__(None, None, None)
 
@@ -72,6 +127,7 @@ class Progress:
         data = event.get("event_data") or {}
         if kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
             self.n += 1
+            self._detail = ""
             role = data.get("role")
             task = str(data.get("task") or data.get("name") or "")
             if task.startswith("Validating arguments against arg spec"):
@@ -87,13 +143,17 @@ class Progress:
         if self._live is not None:
             from rich.text import Text
 
-            self._live.update(Text(self._line()))
+            line = self._line() + (f"\n  {self._detail}" if self._detail else "")
+            with self._lock:
+                self._live.update(Text(line))
         else:
             sys.stderr.write(self._line() + "\n")
             sys.stderr.flush()
 
     def _print(self, text: str) -> None:
-        if self._live is not None:
-            self._live.console.print(text, highlight=False, markup=False)
-        else:
-            sys.stderr.write(text + "\n")
+        with self._lock:
+            if self._live is not None:
+                self._live.console.print(text, highlight=False, markup=False)
+            else:
+                sys.stderr.write(text + "\n")
+                sys.stderr.flush()
