@@ -13,6 +13,7 @@ nouveau blacklist. ``plan()`` never touches the host; the module
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -456,3 +457,52 @@ def dkms_missing(status: str, kernels: Sequence[str]) -> List[str]:
     if not registered:
         return []
     return [k for k in kernels if k not in done]
+
+
+# ---------------------------------------------------------------------------
+# Kernel update guard: is the module there for every installed kernel?
+# ---------------------------------------------------------------------------
+_MODULE_NAMES = re.compile(r"^nvidia(-current)?\.ko(\.(xz|zst|gz))?$")
+
+
+def _release_key(release: str) -> Tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\-+~]", release))
+
+
+def kernels_status(modules_dir: str = "/lib/modules") -> List[Dict[str, Any]]:
+    """Installed kernels, newest first: {release, headers, nvidia_module} (DKMS-built or precompiled)."""
+    out: List[Dict[str, Any]] = []
+    try:
+        releases = [r for r in os.listdir(modules_dir) if os.path.isdir(os.path.join(modules_dir, r))]
+    except OSError:
+        return out
+    for release in sorted(releases, key=_release_key, reverse=True):
+        tree = os.path.join(modules_dir, release)
+        found = False
+        for _dirpath, _dirs, files in os.walk(tree):
+            if any(_MODULE_NAMES.match(name) for name in files):
+                found = True
+                break
+        out.append(
+            {"release": release, "headers": os.path.exists(os.path.join(tree, "build")), "nvidia_module": found}
+        )
+    return out
+
+
+def kernel_guard(kernels: Sequence[Dict[str, Any]], running: Optional[str]) -> Optional[str]:
+    """A warning when the newest installed kernel has no NVIDIA module (a reboot would lose the GPU)."""
+    if not kernels or not any(k["nvidia_module"] for k in kernels):
+        return None
+    newest = kernels[0]
+    if newest["nvidia_module"]:
+        return None
+    fix = (
+        "run gpu-install apply to build it (its headers are installed)"
+        if newest["headers"]
+        else "install its headers, then run gpu-install apply"
+    )
+    where = " (the running kernel)" if newest["release"] == running else ""
+    return (
+        f"The newest installed kernel {newest['release']}{where} has no NVIDIA module: "
+        f"{fix} before rebooting into it."
+    )

@@ -337,3 +337,34 @@ def test_plan_does_not_change_the_facts_it_reads():
     before = copy.deepcopy(host)
     driver.plan(host, settings())
     assert host == before
+
+
+def _kernel(tmp_path, release, module=None, headers=True):
+    tree = tmp_path / release
+    tree.mkdir(parents=True)
+    if headers:
+        (tree / "build").mkdir()
+    if module:
+        path = tree / module
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+
+def test_kernel_guard_warns_when_the_newest_kernel_has_no_module(tmp_path):
+    _kernel(tmp_path, "6.1.0-25-amd64", "updates/dkms/nvidia-current.ko.xz")
+    _kernel(tmp_path, "6.1.0-28-amd64")
+    kernels = driver.kernels_status(str(tmp_path))
+    assert [k["release"] for k in kernels] == ["6.1.0-28-amd64", "6.1.0-25-amd64"]
+    assert [k["nvidia_module"] for k in kernels] == [False, True]
+    warning = driver.kernel_guard(kernels, "6.1.0-25-amd64")
+    assert "6.1.0-28-amd64 has no NVIDIA module" in warning and "gpu-install apply" in warning
+
+
+def test_kernel_guard_is_quiet_when_every_kernel_has_the_module_or_none_ever_had(tmp_path):
+    _kernel(tmp_path, "6.8.0-45-generic", "kernel/nvidia-550srv/nvidia.ko")
+    _kernel(tmp_path, "6.8.0-40-generic", "kernel/nvidia-550srv/nvidia.ko")
+    assert driver.kernel_guard(driver.kernels_status(str(tmp_path)), "6.8.0-45-generic") is None
+    assert driver.kernel_guard(driver.kernels_status(str(tmp_path / "absent")), None) is None
+    bare = tmp_path / "bare"
+    (bare / "6.1.0-1-amd64").mkdir(parents=True)
+    assert driver.kernel_guard(driver.kernels_status(str(bare)), None) is None

@@ -16,8 +16,13 @@ def run(args: argparse.Namespace) -> int:
     facts = gpu_detect.detect(None)
     view: dict[str, Any] = nvml.snapshot() if (facts.get("driver") or {}).get("loaded") else {"available": False}
     problems = list(facts.get("problems") or [])
+    driver = module_utils("driver")
+    kernels = driver.kernels_status()
+    guard = driver.kernel_guard(kernels, (facts.get("kernel") or {}).get("release"))
+    if guard:
+        problems.append({"code": "kernel_without_nvidia_module", "message": guard, "refuses": False})
     if args.json:
-        emit_json({"facts": facts, "nvml": view, "problems": problems, "healthy": not problems})
+        emit_json({"facts": facts, "nvml": view, "kernels": kernels, "problems": problems, "healthy": not problems})
     else:
         from ..output import console
         from ..report import print_facts
@@ -34,5 +39,13 @@ def run(args: argparse.Namespace) -> int:
                 )
         elif view.get("error"):
             con.print(f"\nNVML: {view['error']}", markup=False)
+        if kernels:
+            con.print("\nInstalled kernels (newest first):")
+            for k in kernels:
+                module = "NVIDIA module built" if k["nvidia_module"] else "no NVIDIA module"
+                headers = "headers" if k["headers"] else "no headers"
+                con.print(f"  {k['release']}: {module}, {headers}", markup=False)
+        if guard:
+            con.print(f"[yellow]note[/yellow] {guard}")
     refusal = gpu_detect.refusal(facts)
     return refusal[0] if refusal else 0
