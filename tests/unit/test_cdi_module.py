@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import module_utils  # noqa: F401  (puts installer/ on sys.path)
-
-from gpu_install.collection import collection_dir, collections_path
+from conftest import run_module as _run_module
 
 CORPUS = Path(__file__).resolve().parent / "cdi_corpus"
 sys.path.insert(0, str(CORPUS))
@@ -24,18 +22,7 @@ KEYS = {"changed", "path", "devices", "gpus", "driver_version", "libraries", "mi
 
 
 def run_module(tmp_path: Path, args: dict, check: bool = False, diff: bool = False) -> tuple[int, dict]:
-    args = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(collections_path()), *sys.path]))
-    proc = subprocess.run(
-        [sys.executable, str(collection_dir() / MODULE), str(args_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    return proc.returncode, json.loads(proc.stdout)
+    return _run_module("cdi_spec", tmp_path / "args.json", dict(args, _ansible_check_mode=check, _ansible_diff=diff))
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from conftest import module_utils  # noqa: F401  (puts installer/ on sys.path)
+from conftest import run_module as _run_module
 
-from gpu_install.collection import collection_dir, collections_path
+from gpu_install.collection import collections_path
 
 MODULE = "plugins/modules/docker_daemon_json.py"
 ORIGINAL = '{\n  "log-driver": "json-file",\n  "default-runtime": "runsc",\n  "runtimes": {\n    "runsc": {\n'
@@ -32,17 +33,7 @@ KEYS = {
 def run_module(tmp_path: Path, args: dict, check: bool = False, diff: bool = False) -> tuple[int, dict]:
     args = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
     args.setdefault("state_dir", str(tmp_path / "state"))
-    args_file = tmp_path.parent / (tmp_path.name + "-args.json")
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(collections_path()), *sys.path]))
-    proc = subprocess.run(
-        [sys.executable, str(collection_dir() / MODULE), str(args_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    return proc.returncode, json.loads(proc.stdout)
+    return _run_module("docker_daemon_json", tmp_path.parent / (tmp_path.name + "-args.json"), args)
 
 
 def listing(d: Path) -> list[str]:

@@ -11,24 +11,15 @@ from pathlib import Path
 
 import pytest
 from conftest import module_utils  # noqa: F401  (puts installer/ on sys.path)
+from conftest import run_module as _run_module
 
-from gpu_install.collection import collection_dir, collections_path
+from gpu_install.collection import collections_path
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
 
 def run_module(tmp_path: Path, args: dict) -> tuple[int, dict]:
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(collections_path()), *sys.path]))
-    proc = subprocess.run(
-        [sys.executable, str(collection_dir() / "plugins/modules/gpu_facts.py"), str(args_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    return proc.returncode, json.loads(proc.stdout)
+    return _run_module("gpu_facts", tmp_path / "args.json", args)
 
 
 @pytest.mark.parametrize("check_mode", [True, False])

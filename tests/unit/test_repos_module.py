@@ -16,26 +16,17 @@ from pathlib import Path
 
 import pytest
 from conftest import module_utils  # noqa: F401  (puts installer/ on sys.path)
+from conftest import run_module as _run_module
 from test_repos_preflight import BOOKWORM, needs_apt, snapshot
 
-from gpu_install.collection import collection_dir, collections_path
+from gpu_install.collection import collections_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures.mirror import Mirror  # noqa: E402
 
 
 def run_module(tmp_path: Path, args: dict) -> tuple[int, dict]:
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(collections_path()), *sys.path]))
-    proc = subprocess.run(
-        [sys.executable, str(collection_dir() / "plugins/modules/repositories.py"), str(args_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    return proc.returncode, json.loads(proc.stdout)
+    return _run_module("repositories", tmp_path / "args.json", args)
 
 
 @pytest.fixture

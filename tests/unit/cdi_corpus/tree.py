@@ -37,8 +37,27 @@ def elf(soname: str | None = None, machine: int = 62) -> bytes:
     dyn = [(14, 1), (5, dyn_off + 64), (10, len(strtab)), (0, 0)] if soname else [(0, 0)] * 4
     total = dyn_off + 64 + len(strtab)
     ehdr = struct.pack(
-        "<4sBBBBB7sHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, b"\0" * 7, 3, machine, 1, 0, 64, 0, 0, 64, 56, phnum,
-        64, 0, 0,
+        "<4sBBBBB7sHHIQQQIHHHHHH",
+        b"\x7fELF",
+        2,
+        1,
+        1,
+        0,
+        0,
+        b"\0" * 7,
+        3,
+        machine,
+        1,
+        0,
+        64,
+        0,
+        0,
+        64,
+        56,
+        phnum,
+        64,
+        0,
+        0,
     )
     load = struct.pack("<IIQQQQQQ", 1, 5, 0, 0, 0, total, total, 0x1000)
     dynamic = struct.pack("<IIQQQQQQ", 2, 6, dyn_off, dyn_off, dyn_off, 64, 64, 8)
