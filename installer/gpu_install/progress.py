@@ -39,11 +39,24 @@ def remember_tasks(playbook: str, count: int) -> None:
 # Long steps write logs as they go: dpkg's terminal log while packages unpack and configure, and DKMS's
 # make.log while a kernel module builds. The newest line of the file written last is the live detail.
 ACTIVITY_LOGS = ("/var/lib/dkms/*/*/build/make.log", "/var/log/apt/term.log")
+# apt downloads into partial/ first: the file growing there is the download under way.
+DOWNLOADS = "/var/cache/apt/archives/partial/*.deb"
 
 
-def activity(since: float, patterns: tuple[str, ...] = ACTIVITY_LOGS) -> str:
-    """The last line of the log written most recently after ``since`` (empty when none was)."""
+def activity(since: float, patterns: tuple[str, ...] = ACTIVITY_LOGS, downloads: str = DOWNLOADS) -> str:
+    """The last line of the log written most recently after ``since``, or the download under way."""
     newest, newest_mtime = None, since
+    for path in glob.glob(downloads):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if st.st_mtime > newest_mtime:
+            newest, newest_mtime = path, st.st_mtime
+            size = st.st_size
+    if newest is not None:
+        name = os.path.basename(newest).split("_")[0]
+        return f"download: {name} {size / 1e6:.1f} MB"
     for pattern in patterns:
         for path in glob.glob(pattern):
             try:
