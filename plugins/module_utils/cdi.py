@@ -497,10 +497,7 @@ def _check_edits(edits: Any, where: str, problems: List[str]) -> None:
     env = edits.get("env", [])
     if not isinstance(env, list) or not all(isinstance(e, str) and _ENV_RE.match(e) for e in env):
         problems.append(f"{where}.env must be a list of NAME=VALUE strings")
-    nodes = edits.get("deviceNodes", [])
-    if not isinstance(nodes, list):
-        problems.append(f"{where}.deviceNodes is not a list")
-        nodes = []
+    nodes = _list_of(edits, "deviceNodes", where, problems)
     for i, node in enumerate(nodes):
         at = f"{where}.deviceNodes[{i}]"
         if not isinstance(node, dict) or not isinstance(node.get("path"), str):
@@ -512,10 +509,7 @@ def _check_edits(edits: Any, where: str, problems: List[str]) -> None:
                 problems.append(f"{at}.{key} {value!r} is not an absolute path")
         if node.get("type") is not None and node.get("type") not in _DEVICE_TYPES:
             problems.append(f"{at}.type {node.get('type')!r} is not one of b, c, u, p")
-    mounts = edits.get("mounts", [])
-    if not isinstance(mounts, list):
-        problems.append(f"{where}.mounts is not a list")
-        mounts = []
+    mounts = _list_of(edits, "mounts", where, problems)
     for i, mount in enumerate(mounts):
         at = f"{where}.mounts[{i}]"
         if not isinstance(mount, dict):
@@ -530,16 +524,22 @@ def _check_edits(edits: Any, where: str, problems: List[str]) -> None:
         options = mount.get("options", [])
         if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
             problems.append(f"{at}.options must be a list of strings")
-    hooks = edits.get("hooks", [])
-    if not isinstance(hooks, list):
-        problems.append(f"{where}.hooks is not a list")
-        hooks = []
+    hooks = _list_of(edits, "hooks", where, problems)
     for i, hook in enumerate(hooks):
         at = f"{where}.hooks[{i}]"
         if not isinstance(hook, dict) or not isinstance(hook.get("hookName"), str):
             problems.append(f"{at} needs a hookName")
         elif not isinstance(hook.get("path"), str) or not hook["path"].startswith("/"):
             problems.append(f"{at}.path must be an absolute path")
+
+
+def _list_of(edits: Dict[str, Any], key: str, where: str, problems: List[str]) -> List[Any]:
+    """edits[key] when it is a list (absent: empty); anything else is a problem, read as empty."""
+    value = edits.get(key, [])
+    if isinstance(value, list):
+        return value
+    problems.append(f"{where}.{key} is not a list")
+    return []
 
 
 def validate(spec: Any) -> List[str]:

@@ -732,6 +732,28 @@ def _rpm_package(name: str, epoch: Any, version: str, release: str, arch: str | 
     return {"name": name, "version": full, "arch": arch or None, "source": "rpm"}
 
 
+def _packages_from_headers(blobs: Iterable[bytes]) -> Packages:
+    """Packages from rpm header blobs (sqlite or Berkeley DB alike); unreadable headers are skipped."""
+    packages: Packages = {}
+    for blob in blobs:
+        try:
+            fields = _rpm_header_fields(blob)
+        except (struct.error, ValueError, TypeError, IndexError):
+            continue
+        name = fields.get(RPMTAG_NAME)
+        if not isinstance(name, str) or not name:
+            continue
+        arch = fields.get(RPMTAG_ARCH)
+        packages[name] = _rpm_package(
+            name,
+            fields.get(RPMTAG_EPOCH),
+            str(fields.get(RPMTAG_VERSION) or ""),
+            str(fields.get(RPMTAG_RELEASE) or ""),
+            arch if isinstance(arch, str) else None,
+        )
+    return packages
+
+
 def read_rpm_sqlite(path: str) -> Packages:
     """Packages of an rpm sqlite database (raises sqlite3.Error/ValueError when unreadable)."""
     import sqlite3
@@ -753,44 +775,14 @@ def read_rpm_sqlite(path: str) -> Packages:
             continue
         finally:
             conn.close()
-        for (blob,) in rows:
-            try:
-                fields = _rpm_header_fields(bytes(blob))
-            except (struct.error, ValueError, TypeError, IndexError):
-                continue
-            name = fields.get(RPMTAG_NAME)
-            if not isinstance(name, str) or not name:
-                continue
-            packages[name] = _rpm_package(
-                name,
-                fields.get(RPMTAG_EPOCH),
-                str(fields.get(RPMTAG_VERSION) or ""),
-                str(fields.get(RPMTAG_RELEASE) or ""),
-                fields.get(RPMTAG_ARCH) if isinstance(fields.get(RPMTAG_ARCH), str) else None,
-            )
+        packages.update(_packages_from_headers(bytes(blob) for (blob,) in rows))
         return packages
     raise ValueError(str(last_error) if last_error else "unreadable")
 
 
 def read_rpm_bdb(path: str) -> Packages:
     """Packages of an rpm Berkeley DB ``Packages`` file (raises ValueError when unreadable)."""
-    packages: Packages = {}
-    for blob in bdb_hash.iter_values(path):
-        try:
-            fields = _rpm_header_fields(blob)
-        except (struct.error, ValueError, TypeError, IndexError):
-            continue
-        name = fields.get(RPMTAG_NAME)
-        if not isinstance(name, str) or not name:
-            continue
-        packages[name] = _rpm_package(
-            name,
-            fields.get(RPMTAG_EPOCH),
-            str(fields.get(RPMTAG_VERSION) or ""),
-            str(fields.get(RPMTAG_RELEASE) or ""),
-            fields.get(RPMTAG_ARCH) if isinstance(fields.get(RPMTAG_ARCH), str) else None,
-        )
-    return packages
+    return _packages_from_headers(bdb_hash.iter_values(path))
 
 
 def parse_rpm_query(text: str) -> Packages:

@@ -718,18 +718,23 @@ def preflight_apt(
             )
             uris = [m.group(1) for m in re.finditer(r"^'([^']+)'", out, re.M)]
             ours = [u for u in uris if any(u.startswith(r.uri.rstrip("/") + "/") for r in repos)]
-            for uri in ours:
-                why = head(uri, proxy)
-                if why is not None:
-                    raise RepoError(
-                        errors.PACKAGE_SOURCE,
-                        f"The {repo.id} repository at {repo.uri} lists {uri.rsplit('/', 1)[-1]} but {uri} "
-                        f"answers {why}: the repository or mirror is incomplete; check {repo.setting}.url.",
-                    )
+            _check_package_files(repo, ours, proxy)
             report[repo.id] = {"index": "ok", "packages": list(repo.packages), "checked_uris": len(ours)}
         return report
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _check_package_files(repo: Repo, uris: Sequence[str], proxy: str) -> None:
+    """Every package file the repository lists answers: one missing is caught before any change."""
+    for uri in uris:
+        why = head(uri, proxy)
+        if why is not None:
+            raise RepoError(
+                errors.PACKAGE_SOURCE,
+                f"The {repo.id} repository at {repo.uri} lists {uri.rsplit('/', 1)[-1]} but {uri} "
+                f"answers {why}: the repository or mirror is incomplete; check {repo.setting}.url.",
+            )
 
 
 def _apt_reason(out: str) -> str:
@@ -790,14 +795,7 @@ def preflight_dnf(
                     f"The {repo.id} repository at {repo.uri} does not offer {', '.join(missing)}: "
                     f"check {repo.setting}.url.",
                 )
-            for uri in uris:
-                why = head(uri, proxy)
-                if why is not None:
-                    raise RepoError(
-                        errors.PACKAGE_SOURCE,
-                        f"The {repo.id} repository at {repo.uri} lists {uri.rsplit('/', 1)[-1]} but {uri} "
-                        f"answers {why}: the repository or mirror is incomplete; check {repo.setting}.url.",
-                    )
+            _check_package_files(repo, uris, proxy)
             report[repo.id] = {"index": "ok", "packages": list(repo.packages), "checked_uris": len(uris)}
         return report
     finally:

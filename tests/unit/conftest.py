@@ -17,7 +17,7 @@ if str(INSTALLER) not in sys.path:
 
 from gpu_install.collection import module_utils  # noqa: E402
 
-__all__ = ["module_utils", "run_module"]
+__all__ = ["ansible_doc", "make_tree", "module_utils", "run_module"]
 
 
 def run_module(name: str, args_file: Path, args: dict) -> tuple[int, dict]:
@@ -38,3 +38,37 @@ def run_module(name: str, args_file: Path, args: dict) -> tuple[int, dict]:
         check=False,
     )
     return proc.returncode, json.loads(proc.stdout)
+
+
+def make_tree(root: Path, files: dict) -> Path:
+    """Write ``{path: text|bytes}`` below root (a captured host tree); a value ("->", target) makes a symlink."""
+    for rel, data in files.items():
+        path = root / rel.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, tuple):
+            path.symlink_to(data[1])
+        elif isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data)
+    return root
+
+
+def ansible_doc(name: str) -> dict:
+    """``ansible-doc --json`` of gpu_install.nvidia.<name>, from the collection the CLI uses."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    from gpu_install.collection import collections_path
+
+    binary = shutil.which("ansible-doc", path=os.path.dirname(sys.executable)) or shutil.which("ansible-doc")
+    if binary is None:
+        pytest.fail("ansible-doc is not installed beside this Python")
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path()))
+    fqcn = f"gpu_install.nvidia.{name}"
+    proc = subprocess.run([binary, "--json", fqcn], capture_output=True, text=True, env=env, check=True)
+    return json.loads(proc.stdout)[fqcn]

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import module_utils  # noqa: F401  (puts installer/ on sys.path)
+from conftest import (
+    ansible_doc,
+    module_utils,  # noqa: F401  (puts installer/ on sys.path)
+)
 from conftest import run_module as _run_module
-
-from gpu_install.collection import collections_path
 
 MODULE = "plugins/modules/docker_daemon_json.py"
 ORIGINAL = '{\n  "log-driver": "json-file",\n  "default-runtime": "runsc",\n  "runtimes": {\n    "runsc": {\n'
@@ -146,18 +145,7 @@ def test_module_without_path_uses_the_detected_one_in_check_mode(tmp_path):
 
 
 def test_ansible_doc_renders_the_module():
-    ansible_doc = shutil.which("ansible-doc", path=os.path.dirname(sys.executable)) or shutil.which("ansible-doc")
-    if ansible_doc is None:
-        pytest.fail("ansible-doc is not installed beside this Python")
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path()))
-    proc = subprocess.run(
-        [ansible_doc, "--json", "gpu_install.nvidia.docker_daemon_json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
-    doc = json.loads(proc.stdout)["gpu_install.nvidia.docker_daemon_json"]
+    doc = ansible_doc("docker_daemon_json")
     assert set(doc["doc"]["options"]) == {
         "path",
         "runtime_name",

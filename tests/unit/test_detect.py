@@ -12,27 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import module_utils
+from conftest import make_tree, module_utils
 
 gpu_detect = module_utils("gpu_detect")
 errors = module_utils("errors")
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 OS_RELEASE = CORPUS / "os-release"
-
-
-def make_tree(root: Path, files: dict) -> Path:
-    """Write ``{path: text|bytes}`` below root; a value ("->", target) makes a symlink."""
-    for rel, data in files.items():
-        path = root / rel.lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, tuple):
-            path.symlink_to(data[1])
-        elif isinstance(data, bytes):
-            path.write_bytes(data)
-        else:
-            path.write_text(data)
-    return root
 
 
 def copy_case(case: str, dest: Path) -> Path:

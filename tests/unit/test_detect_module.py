@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import module_utils  # noqa: F401  (puts installer/ on sys.path)
+from conftest import (
+    ansible_doc,
+    module_utils,  # noqa: F401  (puts installer/ on sys.path)
+)
 from conftest import run_module as _run_module
-
-from gpu_install.collection import collections_path
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
@@ -52,14 +48,7 @@ def test_module_does_not_fail_on_refusal_by_default(tmp_path):
 
 
 def test_ansible_doc_renders_the_module():
-    ansible_doc = shutil.which("ansible-doc", path=os.path.dirname(sys.executable)) or shutil.which("ansible-doc")
-    if ansible_doc is None:
-        pytest.fail("ansible-doc is not installed beside this Python")
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path()))
-    proc = subprocess.run(
-        [ansible_doc, "--json", "gpu_install.nvidia.gpu_facts"], capture_output=True, text=True, env=env, check=True
-    )
-    doc = json.loads(proc.stdout)["gpu_install.nvidia.gpu_facts"]["doc"]
+    doc = ansible_doc("gpu_facts")["doc"]
     assert set(doc["options"]) == {"root", "fail_on_refusal"}
     assert doc["attributes"]["check_mode"]["support"] == "full"
     assert doc["attributes"]["diff_mode"]["support"] == "none"

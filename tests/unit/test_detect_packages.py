@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import module_utils
+from conftest import make_tree, module_utils
 
 gpu_detect = module_utils("gpu_detect")
 
@@ -21,19 +21,6 @@ CORPUS = Path(__file__).resolve().parent / "corpus"
 DPKG = CORPUS / "dpkg"
 UBUNTU = (CORPUS / "os-release" / "ubuntu-22.04").read_text()
 RHEL9 = (CORPUS / "os-release" / "rhel-9.4").read_text()
-
-
-def make_tree(root: Path, files: dict) -> Path:
-    for rel, data in files.items():
-        path = root / rel.lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, tuple):
-            path.symlink_to(data[1])
-        elif isinstance(data, bytes):
-            path.write_bytes(data)
-        else:
-            path.write_text(data)
-    return root
 
 
 def dpkg_tree(tmp_path: Path, snippet: str, extra: dict | None = None) -> Path:

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import module_utils
+from conftest import make_tree, module_utils
 
 docker_service = module_utils("docker_service")
 
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> str:
-    for rel, text in files.items():
-        path = tmp_path / rel.lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return str(tmp_path)
+    return str(make_tree(tmp_path, files))
 
 
 def test_default_runtime_in_a_systemd_drop_in_is_found_with_file_and_line(tmp_path):

@@ -7,19 +7,16 @@ a test host (tests/integration/test_repositories.py).
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import module_utils  # noqa: F401  (puts installer/ on sys.path)
+from conftest import (
+    ansible_doc,
+    module_utils,  # noqa: F401  (puts installer/ on sys.path)
+)
 from conftest import run_module as _run_module
 from test_repos_preflight import BOOKWORM, needs_apt, snapshot
-
-from gpu_install.collection import collections_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures.mirror import Mirror  # noqa: E402
@@ -104,14 +101,7 @@ def test_nothing_to_use_does_nothing(tmp_path):
 
 
 def test_ansible_doc_renders_the_module():
-    ansible_doc = shutil.which("ansible-doc", path=os.path.dirname(sys.executable)) or shutil.which("ansible-doc")
-    if ansible_doc is None:
-        pytest.fail("ansible-doc is not installed beside this Python")
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path()))
-    proc = subprocess.run(
-        [ansible_doc, "--json", "gpu_install.nvidia.repositories"], capture_output=True, text=True, env=env, check=True
-    )
-    doc = json.loads(proc.stdout)["gpu_install.nvidia.repositories"]["doc"]
+    doc = ansible_doc("repositories")["doc"]
     assert set(doc["options"]) == {
         "use",
         "packages",
