@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import signals
-from .collection import FQCN, collections_path
+from .collection import collections_path
 from .errors import GpuInstallError, codes
 from .settings import state_dir
 
@@ -133,7 +133,6 @@ def run_playbook(
     *,
     check: bool,
     progress: ProgressFn | None = None,
-    extra_env: dict[str, str] | None = None,
 ) -> RunResult:
     import ansible_runner
 
@@ -161,8 +160,6 @@ def run_playbook(
     # user running plan may have none).
     env["ANSIBLE_REMOTE_TMP"] = str(pdd / "remote-tmp")
     env["ANSIBLE_HOME"] = str(base / "ansible")
-    if extra_env:
-        env.update(extra_env)
     inventory = {
         "all": {"hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}
     }
@@ -195,10 +192,6 @@ def run_playbook(
     result.status = str(runner.status)
     result.rc = int(runner.rc if runner.rc is not None else 1)
     return result
-
-
-def site(check: bool, settings: dict[str, Any], progress: ProgressFn | None = None) -> RunResult:
-    return run_playbook(f"{FQCN}.site", settings, check=check, progress=progress)
 
 
 def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:

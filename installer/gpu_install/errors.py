@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .collection import module_utils
 
 codes = module_utils("errors")
 
 
-class GpuInstallError(Exception):
-    """A failure the user can act on: one sentence and an exit code."""
+# The one classified failure of module_utils (imported at run time from the bundled collection).
+_Failure: Any = codes.Failure
+
+
+class GpuInstallError(_Failure):
+    """A failure the user can act on: one sentence, an exit code and, for a run, its log."""
 
     def __init__(self, code: int, reason: str, *, log: str | None = None) -> None:
-        super().__init__(reason)
-        self.code = int(code)
-        self.reason = reason
+        super().__init__(int(code), reason)
         self.log = log
 
     def record(self) -> dict:

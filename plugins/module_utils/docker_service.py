@@ -264,8 +264,8 @@ def apply(
         came_back, info = wait_ready(runtime, default, cdi, timeout)
     if came_back:
         return {"action": action, "default_runtime": (info or {}).get("DefaultRuntime")}
-    why = dockerd_error_line(service, started) or output.strip().splitlines()[-1:] or ["dockerd did not answer"]
-    reason = why if isinstance(why, str) else why[0]
+    last = output.strip().splitlines()
+    reason = dockerd_error_line(service, started) or (last[-1] if last else "dockerd did not answer")
     restore(path, backup)
     ok2, output2 = signal_or_restart("restart", service, flavour)
     back_again = ok2 and wait_ready(None, None, None, timeout)[0]

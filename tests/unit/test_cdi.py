@@ -29,7 +29,7 @@ def h100(tmp_path):
 @pytest.fixture
 def dgx8(tmp_path):
     if tree.LDCONFIG is None:
-        pytest.skip("ldconfig (glibc) is needed to build the cache")
+        pytest.fail("ldconfig (glibc's libc-bin) is needed to build the cache")
     return str(tree.build(CORPUS / "dgx8", tmp_path / "dgx8"))
 
 
