@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "verify": "Prove that a container sees the GPU.",
     "doctor": "Explain what stands between this host and GPU containers, with fixes.",
     "cloud-init": "Render cloud-init user-data that runs gpu-install on a new cloud VM.",
+    "cdi": "Write the CDI spec of this host's NVIDIA GPUs and their /dev/char links (CDI mode; runs at boot).",
 }
 
 EXIT_HELP = """exit codes:
@@ -54,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
             _settings_args(p)
         if name == "apply":
             p.add_argument("-y", "--yes", action="store_true", help="do not ask before changing the host")
+        if name == "cdi":
+            p.add_argument("--output", metavar="FILE", help="the spec file (default: /etc/cdi/gpu-install-nvidia.json)")
+            p.add_argument(
+                "--capabilities",
+                metavar="LIST",
+                default="compute,utility",
+                help="driver capabilities the spec gives containers, comma-separated (default: compute,utility)",
+            )
+            p.add_argument("--check", action="store_true", help="say whether the spec is current; write nothing")
+            p.add_argument("-q", "--quiet", action="store_true", help="print nothing unless something fails")
         if name == "cloud-init":
             p.add_argument("--provider", required=True, help="aws, azure or gcp")
             p.add_argument("-o", "--output", metavar="FILE", help="write the user-data here (default: stdout)")

@@ -235,6 +235,9 @@ SNAP_DOCKER_CONFIG = "/var/snap/docker/current/config/daemon.json"
 SNAP_DOCKER_YAML = "/snap/docker/current/meta/snap.yaml"
 SNAP_DOCKER_DATA = "/var/snap/docker"
 SNAP_BLOBS = "/var/lib/snapd/snaps"
+# Docker installed from its static binaries (Docker's "install from binaries" page, or a copy
+# carried onto a machine without network): a dockerd that no package owns.
+STATIC_DOCKERD_DIRS: Tuple[str, ...] = ("/usr/local/bin", "/usr/bin", "/usr/sbin", "/usr/local/sbin")
 PODMAN_SHIM = "podman-docker"
 ROOTLESS_EXTRAS = "docker-ce-rootless-extras"
 ROOTLESS_UNIT = ".config/systemd/user/docker.service"
@@ -391,6 +394,12 @@ class Host:
     def lexists(self, path: str) -> bool:
         try:
             return os.path.lexists(self.lpath(path))
+        except (OSError, ValueError):
+            return False
+
+    def isfile(self, path: str) -> bool:
+        try:
+            return os.path.isfile(self.path(path))
         except (OSError, ValueError):
             return False
 
@@ -881,6 +890,29 @@ def _rootless_users(host: Host) -> List[str]:
     return [os.path.basename(home) for home in homes if host.exists(home + "/" + ROOTLESS_UNIT)]
 
 
+def _dockerd_version(path: str) -> str | None:
+    """``dockerd --version`` of a live host's static dockerd ("Docker version 26.1.5+dfsg1, build ...")."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(rb"version\s+v?(\d+(?:\.\d+)+)", out)
+    return match.group(1).decode("ascii") if match else None
+
+
+def _static_docker(host: Host) -> Package | None:
+    """A dockerd no package owns: in the usual directories, or (live hosts) on PATH."""
+    dirs = list(STATIC_DOCKERD_DIRS)
+    if host.live:
+        dirs += [d for d in os.environ.get("PATH", "").split(os.pathsep) if d.startswith("/") and d not in dirs]
+    for directory in dirs:
+        path = directory.rstrip("/") + "/dockerd"
+        if host.isfile(path):
+            version = _dockerd_version(path) if host.live else None
+            return {"name": "dockerd", "version": version, "arch": None, "source": "static", "path": path}
+    return None
+
+
 def detect_docker(host: Host, packages: Packages) -> Tuple[Facts, List[Dict[str, Any]]]:
     found: List[Tuple[str, Package, str]] = []
     for flavour, name, sources, config in DOCKER_ENGINES:
@@ -890,6 +922,10 @@ def detect_docker(host: Host, packages: Packages) -> Tuple[Facts, List[Dict[str,
     snap = _snap_docker(host)
     if snap is not None:
         found.append(("snap", snap, SNAP_DOCKER_CONFIG))
+    if not found:
+        static = _static_docker(host)
+        if static is not None:
+            found.append(("static", static, "/etc/docker/daemon.json"))
     shim = packages.get(PODMAN_SHIM)
     facts: Facts = {
         "flavour": None,
