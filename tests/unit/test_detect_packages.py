@@ -7,6 +7,8 @@ releases that distributions ship); the tests skip where those tools are missing.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -389,3 +391,32 @@ def test_dpkg_and_rpm_both_count(tmp_path, rpm_fixtures):
     facts = gpu_detect.detect(str(root))
     assert facts["docker"]["flavour"] == "docker-ce"
     assert facts["docker"]["podman_shim"] is True
+
+
+# --------------------------------------------------------------------------- static binaries
+
+
+def test_a_dockerd_no_package_owns_is_the_static_flavour(tmp_path):
+    root = make_tree(tmp_path, {"etc/os-release": UBUNTU, "usr/local/bin/dockerd": b"\x7fELF"})
+    docker = gpu_detect.detect(str(root))["docker"]
+    assert (docker["flavour"], docker["config_path"]) == ("static", "/etc/docker/daemon.json")
+    assert docker["package"] == {"name": "dockerd", "version": None}  # a tree is read, never run
+
+
+def test_a_packaged_engine_hides_its_own_dockerd_from_the_static_probe(tmp_path):
+    root = dpkg_tree(tmp_path, "docker-io-trixie", {"usr/sbin/dockerd": b"\x7fELF"})
+    docker = gpu_detect.detect(str(root))["docker"]
+    assert docker["flavour"] == "docker.io" and docker["engines"] == ["docker.io"]
+
+
+def test_static_dockerd_version_comes_from_the_binary_itself():
+    dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
+    if not os.path.exists(dockerd):
+        pytest.fail("this test needs a dockerd binary (scripts/test installs docker.io)")
+    version = gpu_detect._dockerd_version(dockerd)
+    assert version is not None and re.fullmatch(r"\d+\.\d+\.\d+", version), version
+
+
+def test_static_dockerd_version_of_something_else_is_none(tmp_path):
+    assert gpu_detect._dockerd_version("/bin/true") is None
+    assert gpu_detect._dockerd_version(str(tmp_path / "absent")) is None
