@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
             _settings_args(p)
         if name == "apply":
             p.add_argument("-y", "--yes", action="store_true", help="do not ask before changing the host")
+        if name == "doctor":
+            p.add_argument(
+                "--image",
+                metavar="IMAGE",
+                help="also check that this local image's NVIDIA_REQUIRE_CUDA suits the driver (no pull)",
+            )
         if name == "cdi":
             p.add_argument("--output", metavar="FILE", help="the spec file (default: /etc/cdi/gpu-install-nvidia.json)")
             p.add_argument(

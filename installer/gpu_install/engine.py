@@ -40,6 +40,9 @@ ANSIBLE_ENV = {
     "ANSIBLE_INJECT_FACT_VARS": "False",
 }
 
+# Modules whose whole result a subcommand reports (gpu-install verify): action (FQCN) -> RunResult.results key.
+RESULT_ACTIONS = {"gpu_install.nvidia.gpu_verify": "verify"}
+
 
 @dataclass
 class Change:
@@ -72,6 +75,7 @@ class RunResult:
     tasks_started: int = 0
     reboot_required: bool = False
     facts: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # RESULT_ACTIONS' results, ok or failed
     status: str = "unknown"
     rc: int = 0
     elapsed: float = 0.0
@@ -161,7 +165,16 @@ def run_playbook(
     env["ANSIBLE_REMOTE_TMP"] = str(pdd / "remote-tmp")
     env["ANSIBLE_HOME"] = str(base / "ansible")
     inventory = {
-        "all": {"hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}
+        "all": {
+            "hosts": {
+                "localhost": {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": sys.executable,
+                    # gpu-install is installed on this host: boot-time units may run it (CDI refresh).
+                    "__gpu_install_cli": [sys.executable, "-m", "gpu_install"],
+                }
+            }
+        }
     }
     result = RunResult(
         check=check, run_id=run_id, artifacts=pdd / "artifacts" / run_id, log=pdd / "artifacts" / run_id / "stdout"
@@ -205,6 +218,11 @@ def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
         return
     raw = data.get("res")
     res: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    name = RESULT_ACTIONS.get(str(data.get("resolved_action") or data.get("task_action") or ""))
+    if name is not None and kind in ("runner_on_ok", "runner_on_failed"):
+        result.results[name] = {
+            k: v for k, v in res.items() if not k.startswith("_") and k not in ("invocation", "exception")
+        }
     if kind == "runner_on_ok":
         facts = res.get("ansible_facts") or {}
         if isinstance(facts.get("gpu_install"), dict):

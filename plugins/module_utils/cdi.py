@@ -8,10 +8,14 @@ itself, so CDI mode needs no NVIDIA Container Toolkit.  Imported by the
 ``gpu_install.nvidia.cdi_spec`` module on managed hosts (Python >= 3.8) and by
 the CLI.  Public API:
 
-* ``discover(root=None, search_paths=None, ...) -> Discovery``: GPUs, device
-  nodes, libraries, binaries, firmware and sockets of the host (or of a tree
-  below ``root``: a captured tree, a mounted image).
-* ``build_spec(discovery, ...) -> dict``: the spec, deterministic (sorted).
+* ``discover(root=None, search_paths=None, ..., capabilities=None) -> Discovery``:
+  GPUs, device nodes, libraries, binaries, config files, firmware and sockets
+  of the host (or of a tree below ``root``: a captured tree, a mounted image).
+* ``build_spec(discovery, ..., capabilities=None) -> dict``: the spec,
+  deterministic (sorted).
+* ``normalize_capabilities(names) -> tuple``: the NVIDIA_DRIVER_CAPABILITIES
+  names (``utility``, ``compute``, ``video``, ``graphics``, ``display``,
+  ``all``) checked and put in canonical order; unknown ones are refused.
 * ``generate(...) -> dict`` and ``dumps(spec) -> bytes``: both in one.
 * ``validate(spec) -> list of problems``: the CDI format's rules, checked
   with the stdlib (required fields, name syntax, absolute paths, no duplicate
@@ -21,9 +25,14 @@ the CLI.  Public API:
 Libraries are found by their stable SONAME (``libcuda.so.1``, not
 ``libcuda.so.580.95.05``), first in the linker cache, then in the driver
 directories given in ``search_paths``; a driver upgrade then keeps the spec
-valid.  Libraries whose SONAME carries the driver version (``libnvidia-gpucomp``)
-and the GSP firmware are versioned by nature: the spec must be regenerated
-after a driver change (the module reports it in ``stale``).
+valid.  Libraries whose SONAME carries the driver version (``libnvidia-gpucomp``,
+``libnvidia-glcore``, ...) and the GSP firmware are versioned by nature: the
+spec must be regenerated after a driver change (the module reports it in
+``stale``).
+
+What a capability adds follows the NVIDIA Container Toolkit (libnvidia-container's
+per-capability library lists and device rules, nvidia-container-toolkit's
+graphics mounts): the tables below are the whole of it.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import os
 import re
 import struct
 import subprocess
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, fileio, gpu_detect
 
@@ -47,7 +56,20 @@ DEFAULT_PATH = "/etc/cdi/gpu-install-nvidia.json"
 DEFAULT_SEARCH_PATHS: Tuple[str, ...] = ("/usr/local/nvidia/lib64", "/usr/local/nvidia/lib", "/usr/local/nvidia/bin")
 LD_SO_CACHE = "/etc/ld.so.cache"
 
-# Control device nodes every GPU container gets (those missing are left out, except nvidiactl).
+# Driver capabilities, by the names of the toolkit's NVIDIA_DRIVER_CAPABILITIES, in canonical order.
+CAPABILITIES: Tuple[str, ...] = ("utility", "compute", "video", "graphics", "display")
+DEFAULT_CAPABILITIES: Tuple[str, ...] = ("utility", "compute")
+# A capability that brings others with it: NVDEC/NVENC are CUDA APIs (the toolkit gives video containers
+# CUDA's libraries too); display is graphics plus the modesetting node.
+IMPLIES: Dict[str, Tuple[str, ...]] = {"video": ("compute",), "display": ("graphics",)}
+# The toolkit's capabilities that this generator refuses, and why.
+UNSUPPORTED_CAPABILITIES: Dict[str, str] = {
+    "compat32": "32-bit libraries",
+    "ngx": "NGX (DLSS) libraries",
+}
+
+# Control device nodes, by capability: nvidiactl always (and required), nvidia-uvm for CUDA, nvidia-modeset
+# for display only ("only display capability requires the modeset device", as libnvidia-container has it).
 CONTROL_NODES: Tuple[str, ...] = (
     "/dev/nvidiactl",
     "/dev/nvidia-uvm",
@@ -55,34 +77,100 @@ CONTROL_NODES: Tuple[str, ...] = (
     "/dev/nvidia-modeset",
 )
 REQUIRED_NODES: Tuple[str, ...] = ("/dev/nvidiactl",)
+CAPABILITY_NODES: Dict[str, Tuple[str, ...]] = {
+    "compute": ("/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"),
+    "display": ("/dev/nvidia-modeset",),
+}
 CAPS_DIR = "/dev/nvidia-caps"
 
-# Driver libraries by stable SONAME (utility + compute, as the toolkit's capabilities name them).
-LIBRARIES: Tuple[str, ...] = (
-    "libnvidia-ml.so.1",
-    "libnvidia-cfg.so.1",
-    "libcuda.so.1",
-    "libcudadebugger.so.1",
-    "libnvidia-ptxjitcompiler.so.1",
-    "libnvidia-nvvm.so.4",
-    "libnvidia-opencl.so.1",
-)
-REQUIRED_LIBRARIES: Tuple[str, ...] = ("libnvidia-ml.so.1", "libcuda.so.1")
-# Libraries whose SONAME is the driver version itself ({version} is filled in).
-VERSIONED_LIBRARIES: Tuple[str, ...] = ("libnvidia-gpucomp.so.{version}",)
+# Driver libraries by stable SONAME, by capability. "subdir/name" is found (and mounted) in that subdirectory
+# of a library directory: libvdpau looks for its drivers in <libdir>/vdpau, libgbm for its backends in
+# <libdir>/gbm (where Debian's, NVIDIA's RPM and the runfile's installs put them).
+CAPABILITY_LIBRARIES: Dict[str, Tuple[str, ...]] = {
+    "utility": ("libnvidia-ml.so.1", "libnvidia-cfg.so.1"),
+    "compute": (
+        "libcuda.so.1",
+        "libcudadebugger.so.1",
+        "libnvidia-ptxjitcompiler.so.1",
+        "libnvidia-nvvm.so.4",
+        "libnvidia-opencl.so.1",
+    ),
+    "video": (
+        "libnvcuvid.so.1",
+        "libnvidia-encode.so.1",
+        "libnvidia-opticalflow.so.1",
+        "vdpau/libvdpau_nvidia.so.1",
+    ),
+    "graphics": (
+        "libGLX_nvidia.so.0",
+        "libEGL_nvidia.so.0",
+        "libGLESv2_nvidia.so.2",
+        "libGLESv1_CM_nvidia.so.1",
+        "libnvidia-fbc.so.1",
+        "libnvoptix.so.1",
+        "libnvidia-allocator.so.1",
+        "libnvidia-egl-wayland.so.1",
+        "libnvidia-egl-wayland2.so.1",
+        "libnvidia-egl-gbm.so.1",
+        "libnvidia-egl-xcb.so.1",
+        "libnvidia-egl-xlib.so.1",
+        "gbm/nvidia-drm_gbm.so",
+    ),
+}
+# Libraries whose SONAME is the driver version itself ({version} is filled in), by capability.
+CAPABILITY_VERSIONED: Dict[str, Tuple[str, ...]] = {
+    "compute": ("libnvidia-gpucomp.so.{version}",),
+    "graphics": (
+        "libnvidia-eglcore.so.{version}",
+        "libnvidia-glcore.so.{version}",
+        "libnvidia-tls.so.{version}",
+        "libnvidia-glsi.so.{version}",
+        "libnvidia-glvkspirv.so.{version}",
+        "libnvidia-rtcore.so.{version}",
+    ),
+}
+# Without these a capability is useless, so their absence is a refusal (the rest is reported in ``missing``).
+CAPABILITY_REQUIRED: Dict[str, Tuple[str, ...]] = {
+    "utility": ("libnvidia-ml.so.1",),
+    "compute": ("libcuda.so.1",),
+}
+# The utility + compute sets, as they were before capabilities (kept for callers of these names).
+LIBRARIES: Tuple[str, ...] = CAPABILITY_LIBRARIES["utility"] + CAPABILITY_LIBRARIES["compute"]
+REQUIRED_LIBRARIES: Tuple[str, ...] = CAPABILITY_REQUIRED["utility"] + CAPABILITY_REQUIRED["compute"]
+VERSIONED_LIBRARIES: Tuple[str, ...] = CAPABILITY_VERSIONED["compute"]
 
-BINARIES: Tuple[str, ...] = (
-    "nvidia-smi",
-    "nvidia-debugdump",
-    "nvidia-persistenced",
-    "nvidia-cuda-mps-control",
-    "nvidia-cuda-mps-server",
-)
+CAPABILITY_BINARIES: Dict[str, Tuple[str, ...]] = {
+    "utility": ("nvidia-smi", "nvidia-debugdump", "nvidia-persistenced"),
+    "compute": ("nvidia-cuda-mps-control", "nvidia-cuda-mps-server"),
+}
+BINARIES: Tuple[str, ...] = CAPABILITY_BINARIES["utility"] + CAPABILITY_BINARIES["compute"]
 BINARY_DIRS: Tuple[str, ...] = ("/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin")
 CONTAINER_BIN_DIR = "/usr/bin"
 FIRMWARE_DIRS: Tuple[str, ...] = ("/lib/firmware/nvidia", "/usr/lib/firmware/nvidia")
 FIRMWARE_RE = re.compile(r"^gsp.*\.bin$")
 SOCKETS: Tuple[str, ...] = ("/run/nvidia-persistenced/socket", "/run/nvidia-fabricmanager/socket")
+CAPABILITY_SOCKETS: Dict[str, Tuple[str, ...]] = {"utility": SOCKETS}
+
+# Config files, by capability: each entry is its candidate names below CONFIG_DIRS ({arch} is uname -m:
+# NVIDIA's RPMs name the Vulkan ICD nvidia_icd.x86_64.json); the first that exists is mounted read-only
+# at the same path, where the Vulkan loader and libglvnd look.
+CONFIG_DIRS: Tuple[str, ...] = ("/etc", "/usr/share")
+CAPABILITY_CONFIGS: Dict[str, Tuple[Tuple[str, ...], ...]] = {
+    "graphics": (
+        ("glvnd/egl_vendor.d/10_nvidia.json",),
+        ("vulkan/icd.d/nvidia_icd.json", "vulkan/icd.d/nvidia_icd.{arch}.json"),
+        ("vulkan/implicit_layer.d/nvidia_layers.json",),
+        ("egl/egl_external_platform.d/09_nvidia_wayland2.json",),
+        ("egl/egl_external_platform.d/10_nvidia_wayland.json",),
+        ("egl/egl_external_platform.d/15_nvidia_gbm.json",),
+        ("egl/egl_external_platform.d/20_nvidia_xcb.json",),
+        ("egl/egl_external_platform.d/20_nvidia_xlib.json",),
+        ("nvidia/nvoptix.bin",),
+    ),
+}
+# graphics also gives each GPU device its DRM nodes (/dev/dri/card*, renderD*), found through sysfs.
+PCI_DEVICES = "/sys/bus/pci/devices"
+DRM_NODE_RE = re.compile(r"^(card|renderD)[0-9]+$")
 
 # Where libraries appear inside the container: the multiarch directory that Debian and Ubuntu
 # images (all of NVIDIA's CUDA images among them) search by default. Images of the Red Hat
@@ -204,7 +292,10 @@ def linker_cache(host: gpu_detect.Host, arch: Optional[str]) -> Dict[str, str]:
 # Discovery
 # ---------------------------------------------------------------------------
 class Gpu:
-    """One GPU: ``index`` (nvidia-smi's, PCI bus order), ``uuid``, ``minor``, ``pci_address``, ``name``."""
+    """One GPU: ``index`` (nvidia-smi's, PCI bus order), ``uuid``, ``minor``, ``pci_address``, ``name``.
+
+    ``drm_nodes`` (its ``/dev/dri/card*`` and ``renderD*``) is filled in when graphics is asked for.
+    """
 
     def __init__(self, index: int, uuid: str, minor: int, pci_address: str, name: Optional[str]) -> None:
         self.index = index
@@ -212,6 +303,7 @@ class Gpu:
         self.minor = minor
         self.pci_address = pci_address
         self.name = name
+        self.drm_nodes: List[str] = []
 
     @property
     def node(self) -> str:
@@ -225,26 +317,35 @@ class Gpu:
             "pci_address": self.pci_address,
             "name": self.name,
             "device_node": self.node,
+            "drm_nodes": list(self.drm_nodes),
         }
 
 
 class Discovery:
-    """What ``discover`` found; every path is a host path (as seen without ``root``)."""
+    """What ``discover`` found; every path is a host path (as seen without ``root``).
+
+    ``libraries`` maps the name a library has below the container's library directory (its SONAME, or
+    ``vdpau/<soname>`` and ``gbm/<name>`` for the two that live in a subdirectory) to its host path;
+    ``configs`` maps a config file's name below /etc or /usr/share to its host path.
+    """
 
     def __init__(self) -> None:
+        self.capabilities: List[str] = list(DEFAULT_CAPABILITIES)
         self.gpus: List[Gpu] = []
         self.driver_version: Optional[str] = None
         self.arch: Optional[str] = None
         self.control_nodes: List[str] = []
         self.caps_nodes: List[str] = []
-        self.libraries: Dict[str, str] = {}  # soname -> host path
+        self.libraries: Dict[str, str] = {}  # name in the container's library dir -> host path
         self.binaries: Dict[str, str] = {}  # name -> host path
+        self.configs: Dict[str, str] = {}  # name below /etc or /usr/share -> host path
         self.firmware: List[str] = []
         self.sockets: List[str] = []
         self.missing: List[str] = []  # optional parts not found
 
     def as_dict(self) -> Dict[str, Any]:
         return {
+            "capabilities": list(self.capabilities),
             "gpus": [gpu.as_dict() for gpu in self.gpus],
             "driver_version": self.driver_version,
             "arch": self.arch,
@@ -252,10 +353,72 @@ class Discovery:
             "caps_nodes": list(self.caps_nodes),
             "libraries": dict(sorted(self.libraries.items())),
             "binaries": dict(sorted(self.binaries.items())),
+            "configs": dict(sorted(self.configs.items())),
             "firmware": list(self.firmware),
             "sockets": list(self.sockets),
             "missing": list(self.missing),
         }
+
+
+def normalize_capabilities(capabilities: Any = None) -> Tuple[str, ...]:
+    """The capabilities asked for, with those they imply, in canonical order; CdiError for bad names.
+
+    ``None`` is the default (utility and compute); a string is read as NVIDIA_DRIVER_CAPABILITIES is
+    (comma-separated); ``all`` is every capability this generator supports.
+    """
+    if capabilities is None:
+        capabilities = DEFAULT_CAPABILITIES
+    if isinstance(capabilities, str):
+        capabilities = capabilities.split(",")
+    names = []
+    for item in capabilities:
+        name = str(item).strip().lower()
+        if name:
+            names.append(name)
+    supported = ", ".join(CAPABILITIES)
+    if not names:
+        raise CdiError(
+            errors.INVALID_INPUT,
+            f"No driver capability was given: name at least one of {supported} (or all).",
+        )
+    wanted: Set[str] = set()
+    for name in names:
+        if name == "all":
+            wanted.update(CAPABILITIES)
+        elif name in CAPABILITIES:
+            wanted.add(name)
+        elif name in UNSUPPORTED_CAPABILITIES:
+            raise CdiError(
+                errors.UNSUPPORTED,
+                f"The driver capability {name} ({UNSUPPORTED_CAPABILITIES[name]}) is not supported in CDI mode: "
+                f"gpu-install's spec gives {supported}; the runtime mode (the NVIDIA Container Toolkit) has it.",
+            )
+        else:
+            shown = gpu_detect._clean(name, 40)
+            raise CdiError(
+                errors.INVALID_INPUT,
+                f"Unknown driver capability {shown!r}: the CDI spec supports {supported} (or all).",
+            )
+    for name in list(wanted):
+        wanted.update(IMPLIES.get(name, ()))
+    return tuple(c for c in CAPABILITIES if c in wanted)
+
+
+def _pick(table: Dict[str, Tuple[Any, ...]], capabilities: Sequence[str]) -> List[Any]:
+    """The entries of a per-capability table for ``capabilities``, in table order, each once."""
+    out: List[Any] = []
+    for capability in capabilities:
+        for entry in table.get(capability, ()):
+            if entry not in out:
+                out.append(entry)
+    return out
+
+
+def _library_names(capabilities: Sequence[str], version: Optional[str]) -> List[str]:
+    names = _pick(CAPABILITY_LIBRARIES, capabilities)
+    if version:
+        names += [pattern.format(version=version) for pattern in _pick(CAPABILITY_VERSIONED, capabilities)]
+    return names
 
 
 def _gpus_from_proc(host: gpu_detect.Host) -> List[Tuple[str, Optional[str], Optional[int], Optional[str]]]:
@@ -315,22 +478,65 @@ def _arch(host: gpu_detect.Host) -> Optional[str]:
     return gpu_detect.detect_arch(host, {})
 
 
+def _standard_lib_dirs(arch: Optional[str]) -> List[str]:
+    multiarch = MULTIARCH.get(arch or "")
+    return ([f"/usr/lib/{multiarch}", f"/lib/{multiarch}"] if multiarch else []) + ["/usr/lib64", "/lib64", "/usr/lib"]
+
+
+def _find_library(
+    host: gpu_detect.Host, key: str, cache: Dict[str, str], dirs: Sequence[str], lib_dirs: Sequence[str]
+) -> Optional[str]:
+    """A library's host path: the linker cache, then (for vdpau/ and gbm/ ones) that subdirectory of the
+    library directories, then the driver directories in ``search_paths``."""
+    subdir, _, name = key.rpartition("/")
+    path = cache.get(name)
+    if path is not None and host.exists(path):
+        return path
+    candidates = [f"{d.rstrip('/')}/{subdir}" for d in lib_dirs] if subdir else []
+    candidates += list(dirs) + ([f"{d.rstrip('/')}/{subdir}" for d in dirs] if subdir else [])
+    return _find_file(host, name, candidates)
+
+
+def _find_config(host: gpu_detect.Host, names: Sequence[str], arch: Optional[str]) -> Optional[str]:
+    for base in CONFIG_DIRS:
+        for pattern in names:
+            if "{arch}" in pattern and not arch:
+                continue
+            path = f"{base}/{pattern.format(arch=arch)}"
+            if host.exists(path) and not host.isdir(path):
+                return path
+    return None
+
+
+def _drm_nodes(host: gpu_detect.Host, pci_address: str) -> List[str]:
+    names = [n for n in host.listdir(f"{PCI_DEVICES}/{pci_address}/drm") if DRM_NODE_RE.match(n)]
+    return sorted(f"/dev/dri/{n}" for n in names if host.exists(f"/dev/dri/{n}"))
+
+
 def discover(
     root: Optional[str] = None,
     search_paths: Optional[Sequence[str]] = None,
     caps: bool = False,
     use_nvidia_smi: bool = True,
+    capabilities: Optional[Sequence[str]] = None,
 ) -> Discovery:
-    """Find what a GPU container needs on the host (or below ``root``); raises CdiError when no spec can be made."""
+    """Find what a GPU container needs on the host (or below ``root``); raises CdiError when no spec can be made.
+
+    ``capabilities`` (NVIDIA_DRIVER_CAPABILITIES names; default utility and compute) decides what is looked
+    for; what a capability needs is required only where its absence makes the capability useless
+    (``libnvidia-ml.so.1`` for utility, ``libcuda.so.1`` for compute), the rest is reported in ``missing``.
+    """
+    wanted = normalize_capabilities(capabilities)
     host = gpu_detect.Host(root)
     dirs = list(DEFAULT_SEARCH_PATHS if search_paths is None else search_paths)
     found = Discovery()
+    found.capabilities = list(wanted)
     found.arch = _arch(host)
     driver, _nouveau, _problems = gpu_detect.detect_driver(host, {})
     found.driver_version = driver.get("version")
 
     binaries_dirs = list(BINARY_DIRS) + dirs
-    for name in BINARIES:
+    for name in _pick(CAPABILITY_BINARIES, wanted):
         binary = _find_file(host, name, binaries_dirs, elf=True)
         if binary:
             found.binaries[name] = binary
@@ -339,7 +545,8 @@ def discover(
 
     raw = _gpus_from_proc(host)
     if not raw and host.live and use_nvidia_smi:
-        raw = _gpus_from_nvidia_smi(found.binaries.get("nvidia-smi"))
+        smi = found.binaries.get("nvidia-smi") or _find_file(host, "nvidia-smi", binaries_dirs, elf=True)
+        raw = _gpus_from_nvidia_smi(smi)
     if not raw:
         raise CdiError(
             errors.UNSUPPORTED,
@@ -355,7 +562,8 @@ def discover(
             )
         found.gpus.append(Gpu(index, uuid, minor, address, model))
 
-    for node in [f"/dev/nvidia{gpu.minor}" for gpu in found.gpus] + list(CONTROL_NODES):
+    control = set(REQUIRED_NODES) | set(_pick(CAPABILITY_NODES, wanted))
+    for node in [f"/dev/nvidia{gpu.minor}" for gpu in found.gpus] + [n for n in CONTROL_NODES if n in control]:
         if not host.exists(node):
             if node in REQUIRED_NODES or node not in CONTROL_NODES:
                 raise CdiError(
@@ -370,24 +578,37 @@ def discover(
         found.caps_nodes = [f"{CAPS_DIR}/{n}" for n in host.listdir(CAPS_DIR) if n.startswith("nvidia-cap")]
 
     cache = linker_cache(host, found.arch)
-    names = list(LIBRARIES)
-    if found.driver_version:
-        names += [pattern.format(version=found.driver_version) for pattern in VERSIONED_LIBRARIES]
-    for soname in names:
-        library = cache.get(soname)
-        if library is None or not host.exists(library):
-            library = _find_file(host, soname, dirs)
+    required = _pick(CAPABILITY_REQUIRED, wanted)
+    names = _library_names(wanted, found.driver_version)
+    lib_dirs: List[str] = []
+    for key in sorted(names, key=lambda k: "/" in k):  # vdpau/ and gbm/ ones last: they look beside the rest
+        library = _find_library(host, key, cache, dirs, lib_dirs + _standard_lib_dirs(found.arch))
         if library:
-            found.libraries[soname] = library
-        elif soname in REQUIRED_LIBRARIES:
+            found.libraries[key] = library
+            if "/" not in key and os.path.dirname(library) not in lib_dirs:
+                lib_dirs.append(os.path.dirname(library))
+        elif key in required:
             where = ", ".join([LD_SO_CACHE] + dirs)
             raise CdiError(
                 errors.UNSUPPORTED,
-                f"The driver library {soname} was not found in {where}: install the NVIDIA driver's "
+                f"The driver library {key} was not found in {where}: install the NVIDIA driver's "
                 "libraries, or name their directory in search_paths.",
             )
         else:
-            found.missing.append(soname)
+            found.missing.append(key)
+
+    for candidates in _pick(CAPABILITY_CONFIGS, wanted):
+        config = _find_config(host, candidates, found.arch)
+        if config:
+            found.configs[candidates[0]] = config
+        else:
+            found.missing.append(candidates[0])
+
+    if "graphics" in wanted:
+        for gpu in found.gpus:
+            gpu.drm_nodes = _drm_nodes(host, gpu.pci_address)
+            if not gpu.drm_nodes:
+                found.missing.append(f"/dev/dri (GPU {gpu.pci_address})")
 
     if found.driver_version:
         for base in FIRMWARE_DIRS:
@@ -396,7 +617,7 @@ def discover(
             if files:
                 found.firmware = files
                 break
-    found.sockets = [s for s in SOCKETS if host.exists(s)]
+    found.sockets = [s for s in _pick(CAPABILITY_SOCKETS, wanted) if host.exists(s)]
     return found
 
 
@@ -412,22 +633,52 @@ def _mount(host_path: str, container_path: str, options: Sequence[str] = MOUNT_O
     return {"hostPath": host_path, "containerPath": container_path, "options": list(options)}
 
 
-def build_spec(found: Discovery, container_lib_dir: Optional[str] = None) -> Dict[str, Any]:
-    """The CDI spec (a dict) for what ``discover`` found; the same input always gives the same spec."""
+def build_spec(
+    found: Discovery,
+    container_lib_dir: Optional[str] = None,
+    capabilities: Optional[Sequence[str]] = None,
+) -> Dict[str, Any]:
+    """The CDI spec (a dict) for what ``discover`` found; the same input always gives the same spec.
+
+    ``capabilities`` (default: those ``discover`` looked for) may narrow the spec to fewer; asking for one
+    that ``discover`` did not look for is an error.
+    """
+    wanted = tuple(found.capabilities) if capabilities is None else normalize_capabilities(capabilities)
+    extra = [c for c in wanted if c not in found.capabilities]
+    if extra:
+        raise CdiError(
+            errors.INTERNAL,
+            f"The spec was asked for {', '.join(extra)}, which discovery did not look for "
+            f"(it looked for {', '.join(found.capabilities)}).",
+        )
     lib_dir = (container_lib_dir or container_lib_dir_for(found.arch)).rstrip("/") or "/"
-    mounts = [_mount(path, f"{lib_dir}/{soname}") for soname, path in found.libraries.items()]
-    mounts += [_mount(path, f"{CONTAINER_BIN_DIR}/{name}") for name, path in found.binaries.items()]
+    libraries = set(_library_names(wanted, found.driver_version))
+    binaries = set(_pick(CAPABILITY_BINARIES, wanted))
+    configs = {candidates[0] for candidates in _pick(CAPABILITY_CONFIGS, wanted)}
+    sockets = set(_pick(CAPABILITY_SOCKETS, wanted))
+    control = set(REQUIRED_NODES) | set(_pick(CAPABILITY_NODES, wanted))
+    graphics = "graphics" in wanted
+
+    mounts = [_mount(path, f"{lib_dir}/{key}") for key, path in found.libraries.items() if key in libraries]
+    mounts += [_mount(path, f"{CONTAINER_BIN_DIR}/{name}") for name, path in found.binaries.items() if name in binaries]
+    mounts += [_mount(path, path) for name, path in found.configs.items() if name in configs]
     mounts += [_mount(path, path) for path in found.firmware]
-    mounts += [_mount(path, path, SOCKET_OPTIONS) for path in found.sockets]
+    mounts += [_mount(path, path, SOCKET_OPTIONS) for path in found.sockets if path in sockets]
     mounts.sort(key=lambda m: (m["containerPath"], m["hostPath"]))
-    nodes = sorted(set(found.control_nodes) | set(found.caps_nodes))
+    nodes = sorted({n for n in found.control_nodes if n in control} | set(found.caps_nodes))
     gpus = sorted(found.gpus, key=lambda g: g.index)
+
+    def gpu_nodes(gpu: Gpu) -> List[str]:
+        return [gpu.node] + (sorted(gpu.drm_nodes) if graphics else [])
+
     devices: List[Dict[str, Any]] = []
     for gpu in gpus:
-        devices.append({"name": str(gpu.index), "containerEdits": {"deviceNodes": [{"path": gpu.node}]}})
+        devices.append(
+            {"name": str(gpu.index), "containerEdits": {"deviceNodes": [{"path": p} for p in gpu_nodes(gpu)]}}
+        )
     for gpu in sorted(gpus, key=lambda g: g.uuid):
-        devices.append({"name": gpu.uuid, "containerEdits": {"deviceNodes": [{"path": gpu.node}]}})
-    every = sorted({gpu.node for gpu in gpus})
+        devices.append({"name": gpu.uuid, "containerEdits": {"deviceNodes": [{"path": p} for p in gpu_nodes(gpu)]}})
+    every = sorted({p for gpu in gpus for p in gpu_nodes(gpu)})
     devices.append({"name": "all", "containerEdits": {"deviceNodes": [{"path": p} for p in every]}})
     edits: Dict[str, Any] = {"env": list(ENV), "deviceNodes": [{"path": p} for p in nodes], "mounts": mounts}
     return {"cdiVersion": CDI_VERSION, "kind": KIND, "devices": devices, "containerEdits": edits}
@@ -443,9 +694,14 @@ def generate(
     search_paths: Optional[Sequence[str]] = None,
     caps: bool = False,
     container_lib_dir: Optional[str] = None,
+    capabilities: Optional[Sequence[str]] = None,
 ) -> Tuple[Dict[str, Any], Discovery]:
-    """(spec, discovery) for the host or the tree below ``root``; the spec is validated before it is returned."""
-    found = discover(root=root, search_paths=search_paths, caps=caps)
+    """(spec, discovery) for the host or the tree below ``root``; the spec is validated before it is returned.
+
+    ``capabilities``: NVIDIA_DRIVER_CAPABILITIES names (utility, compute, video, graphics, display, or all);
+    default utility and compute.
+    """
+    found = discover(root=root, search_paths=search_paths, caps=caps, capabilities=capabilities)
     spec = build_spec(found, container_lib_dir=container_lib_dir)
     problems = validate(spec)
     if problems:

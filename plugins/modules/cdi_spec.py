@@ -17,16 +17,22 @@ description:
     (M(gpu_install.nvidia.docker_daemon_json) with O(gpu_install.nvidia.docker_daemon_json#module:cdi=true)).
   - GPUs (index in PCI bus order, UUID, device minor) come from C(/proc/driver/nvidia/gpus/*/information), or
     from the driver's C(nvidia-smi -q). Every GPU is a device by index and by UUID; C(all) is every GPU.
+  - What containers get follows O(capabilities), the NVIDIA Container Toolkit's NVIDIA_DRIVER_CAPABILITIES
+    names - V(utility) (NVML, C(nvidia-smi), the persistenced and fabric manager sockets), V(compute) (CUDA,
+    OpenCL, C(nvidia-uvm), MPS), V(video) (NVDEC, NVENC, optical flow, VDPAU; brings compute), V(graphics)
+    (the GLX, EGL, GLES and Vulkan driver, the glvnd, Vulkan and EGL platform config files, each GPU's
+    C(/dev/dri) nodes) and V(display) (graphics plus C(/dev/nvidia-modeset)).
   - Driver libraries are found by their stable SONAME (C(libcuda.so.1), C(libnvidia-ml.so.1), ...) in the
-    linker cache (C(/etc/ld.so.cache)), then in O(search_paths), so a driver upgrade keeps the spec valid.
-    The control nodes (C(/dev/nvidiactl), C(nvidia-uvm), C(nvidia-uvm-tools), C(nvidia-modeset)), the
-    binaries (C(nvidia-smi), C(nvidia-debugdump), ...), the GSP firmware and the persistenced and
-    fabric manager sockets are added when present.
+    linker cache (C(/etc/ld.so.cache)), then in O(search_paths), so a driver upgrade keeps the spec valid;
+    those whose SONAME is the driver version (C(libnvidia-gpucomp), C(libnvidia-glcore), ...) are looked up
+    by that version. C(/dev/nvidiactl), the GSP firmware and, with O(caps), the MIG capability nodes are given
+    whatever the capabilities; the rest is added when present and listed in RV(missing) when not.
   - The spec is JSON, sorted, the same bytes for the same host; it is checked against the CDI format
     before it is written. Writes atomically (temp file beside the target, fsync, rename), mode 0644, and
     changes nothing when the bytes are the same.
-  - Fails with C(gpu_install_error) code 3 when there is no GPU, no loaded driver or no driver library,
-    code 10 when the file cannot be written.
+  - Fails with C(gpu_install_error) code 3 when there is no GPU, no loaded driver, no C(libnvidia-ml.so.1)
+    (utility) or C(libcuda.so.1) (compute), or a capability it does not support (V(compat32), V(ngx)); code 4
+    for an unknown capability; code 10 when the file cannot be written.
 author:
   - gpu-install maintainers
 options:
@@ -54,6 +60,16 @@ options:
         Ubuntu images search (C(/usr/lib/x86_64-linux-gnu) on x86_64, as in NVIDIA's CUDA images); images of
         the Red Hat family want C(/usr/lib64).
     type: str
+  capabilities:
+    description:
+      - The driver capabilities every GPU container gets, by the toolkit's NVIDIA_DRIVER_CAPABILITIES names
+        V(utility), V(compute), V(video), V(graphics) and V(display), or V(all) for all five. V(video) brings
+        V(compute) and V(display) brings V(graphics) with it, as in the toolkit. Order does not matter.
+      - V(compat32) and V(ngx) are refused (code 3); so is an unknown name (code 4).
+      - The spec does not set NVIDIA_DRIVER_CAPABILITIES in containers; an image's own value is left alone.
+    type: list
+    elements: str
+    default: [compute, utility]
   caps:
     description:
       - Also give every GPU container the C(/dev/nvidia-caps/*) nodes (MIG configuration and monitoring
@@ -85,6 +101,10 @@ EXAMPLES = r"""
   gpu_install.nvidia.cdi_spec:
   register: cdi
 
+- name: Give containers OpenGL, EGL, Vulkan and the video codecs as well
+  gpu_install.nvidia.cdi_spec:
+    capabilities: [compute, utility, graphics, video]
+
 - name: A driver installed in /opt/nvidia, outside the linker cache
   gpu_install.nvidia.cdi_spec:
     search_paths: [/opt/nvidia/lib64, /opt/nvidia/bin]
@@ -107,21 +127,33 @@ devices:
   elements: str
   sample: ["nvidia.com/gpu=0", "nvidia.com/gpu=GPU-59612015-34ef-44a0-8fe4-7daa00bab28a", "nvidia.com/gpu=all"]
 gpus:
-  description: The GPUs found, each with C(index), C(uuid), C(minor), C(pci_address), C(name), C(device_node).
+  description:
+    - The GPUs found, each with C(index), C(uuid), C(minor), C(pci_address), C(name), C(device_node) and
+      C(drm_nodes) (its C(/dev/dri) nodes, found with the graphics capability only).
   returned: always
   type: list
   elements: dict
+capabilities:
+  description: The capabilities the spec gives, with those they bring, in canonical order (empty with O(state=absent)).
+  returned: always
+  type: list
+  elements: str
+  sample: ["utility", "compute"]
 driver_version:
   description: The loaded driver's version, or null.
   returned: always
   type: str
   sample: 580.159.04
 libraries:
-  description: SONAME -> host path of each library put into the spec.
+  description:
+    - Name below the container's library directory (the SONAME; C(vdpau/...) and C(gbm/...) for the VDPAU
+      driver and the GBM backend) -> host path, for each library put into the spec.
   returned: always
   type: dict
 missing:
-  description: Optional parts that were not found (libraries, binaries, device nodes).
+  description:
+    - Optional parts of the asked-for capabilities that were not found (libraries, binaries, device nodes,
+      config files, a GPU's C(/dev/dri) nodes).
   returned: always
   type: list
   elements: str
@@ -135,7 +167,9 @@ diff:
   returned: always
   type: dict
 gpu_install_error:
-  description: On failure, the exit code (3 no GPU, driver or library; 10 write error) and the reason.
+  description:
+    - On failure, the exit code (3 no GPU, driver or library, or an unsupported capability; 4 an unknown
+      capability; 10 write error) and the reason.
   returned: failure
   type: dict
   sample: {"code": 3, "reason": "No NVIDIA GPU was found in /proc/driver/nvidia/gpus (nor by nvidia-smi): ..."}
@@ -160,6 +194,7 @@ def main() -> None:
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
             "search_paths": {"type": "list", "elements": "path", "default": list(cdi.DEFAULT_SEARCH_PATHS)},
             "container_lib_dir": {"type": "str"},
+            "capabilities": {"type": "list", "elements": "str", "default": ["compute", "utility"]},
             "caps": {"type": "bool", "default": False},
             "root": {"type": "path"},
         },
@@ -171,6 +206,7 @@ def main() -> None:
         "changed": False,
         "path": path,
         "devices": [],
+        "capabilities": [],
         "gpus": [],
         "driver_version": None,
         "libraries": {},
@@ -192,11 +228,13 @@ def main() -> None:
                 search_paths=p["search_paths"],
                 caps=p["caps"],
                 container_lib_dir=p["container_lib_dir"],
+                capabilities=p["capabilities"],
             )
             after = cdi.dumps(spec)
             info = found.as_dict()
             result.update(
                 devices=[f"{spec['kind']}={d['name']}" for d in spec["devices"]],
+                capabilities=info["capabilities"],
                 gpus=info["gpus"],
                 driver_version=info["driver_version"],
                 libraries=info["libraries"],

@@ -15,7 +15,7 @@ description:
     C(nvidiactl), C(nvidia-uvm), C(nvidia-uvm-tools), C(nvidia-modeset), C(nvidia-nvswitch*),
     C(/dev/nvidia-caps/*)) that has none.
   - These are NVIDIA's documented fix for containers that lose their GPUs with
-    C(Failed to initialize NVML: Unknown Error) after C(systemctl daemon-reload) on cgroup v2 with
+    "Failed to initialize NVML - Unknown Error" after C(systemctl daemon-reload) on cgroup v2 with
     systemd's cgroup driver (the nodes are not made by udev, so their links are missing and systemd
     drops them from the container's device rules).
   - Links are made atomically; a link that already resolves to the node is left alone. Nothing else changes.

@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import module_utils  # noqa: F401  (puts installer/ on sys.path)
+from conftest import (
+    ansible_doc,
+    module_utils,  # noqa: F401  (puts installer/ on sys.path)
+)
 from conftest import run_module as _run_module
 
 CORPUS = Path(__file__).resolve().parent / "cdi_corpus"
@@ -18,7 +21,7 @@ import tree  # noqa: E402
 
 MODULE = "plugins/modules/cdi_spec.py"
 H100_DIRS = ["/usr/local/nvidia/lib64", "/usr/local/nvidia/bin"]
-KEYS = {"changed", "path", "devices", "gpus", "driver_version", "libraries", "missing", "stale", "diff"}
+KEYS = {"changed", "path", "devices", "capabilities", "gpus", "driver_version", "libraries", "missing", "stale", "diff"}
 
 
 def run_module(tmp_path: Path, args: dict, check: bool = False, diff: bool = False) -> tuple[int, dict]:
@@ -95,3 +98,50 @@ def test_module_without_gpu_fails_with_code_3_and_writes_nothing(tmp_path):
     assert result["gpu_install_error"]["code"] == 3
     assert result["msg"].startswith("No NVIDIA GPU was found")
     assert not target.exists() and KEYS <= set(result)
+
+
+def test_module_capabilities_option_adds_graphics_and_reports_them(tmp_path, h100):
+    target = tmp_path / "spec.json"
+    args = {
+        "root": h100,
+        "search_paths": H100_DIRS,
+        "path": str(target),
+        "capabilities": ["graphics", "compute", "utility"],
+    }
+    rc, result = run_module(tmp_path, args)
+    assert rc == 0 and result["changed"] is True
+    assert result["capabilities"] == ["utility", "compute", "graphics"]
+    assert result["libraries"]["libGLX_nvidia.so.0"] == "/usr/local/nvidia/lib64/libGLX_nvidia.so.0"
+    assert "vulkan/implicit_layer.d/nvidia_layers.json" in result["missing"]
+    assert "/usr/share/vulkan/icd.d/nvidia_icd.json" in target.read_text()
+    rc, again = run_module(tmp_path, args)
+    assert rc == 0 and again["changed"] is False
+    rc, default = run_module(tmp_path, {"root": h100, "search_paths": H100_DIRS, "path": str(target)})
+    assert rc == 0 and default["changed"] is True and default["capabilities"] == ["utility", "compute"]
+    assert target.read_bytes() == (CORPUS / "h100" / "spec.json").read_bytes()
+
+
+def test_module_refuses_an_unknown_capability_with_code_4_and_writes_nothing(tmp_path, h100):
+    target = tmp_path / "spec.json"
+    args = {"root": h100, "search_paths": H100_DIRS, "path": str(target), "capabilities": ["compute", "graphic"]}
+    rc, result = run_module(tmp_path, args)
+    assert rc != 0 and result["failed"] is True
+    assert result["gpu_install_error"]["code"] == 4
+    assert result["msg"].startswith("Unknown driver capability 'graphic'")
+    assert not target.exists() and KEYS <= set(result)
+
+
+def test_ansible_doc_documents_the_capabilities_option():
+    doc = ansible_doc("cdi_spec")
+    option = doc["doc"]["options"]["capabilities"]
+    assert option["type"] == "list" and option["elements"] == "str" and option["default"] == ["compute", "utility"]
+    assert set(doc["doc"]["options"]) == {
+        "path",
+        "state",
+        "search_paths",
+        "container_lib_dir",
+        "capabilities",
+        "caps",
+        "root",
+    }
+    assert KEYS - {"changed"} | {"capabilities"} <= set(doc["return"])

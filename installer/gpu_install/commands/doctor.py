@@ -1,51 +1,203 @@
-"""gpu-install doctor: what stands between this host and GPU containers, with fixes."""
+"""gpu-install doctor: what stands between this host and GPU containers, with fixes.
+
+This module gathers (the host's facts, NVML, the installed kernels, the NVIDIA module's signature,
+Docker's /info and the image's environment over its socket, the CDI spec, the settings) and prints;
+the checks themselves are pure functions in ``gpu_install.doctor_checks``. Nothing here changes the
+host or a GPU setting.
+"""
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
+import os
+import subprocess
+import urllib.parse
 from typing import Any
 
+from .. import doctor_checks
 from ..collection import module_utils
 from ..output import emit_json
 
+NVIDIA_TAINT = "/sys/module/nvidia/taint"
+MARKS = {
+    "pass": "[green]pass[/green]",
+    "fail": "[red]FAIL[/red]",
+    "warn": "[yellow]warn[/yellow]",
+    "info": "[cyan]info[/cyan]",
+    "skip": "[dim]skip[/dim]",
+}
+
+
+# ---------------------------------------------------------------------------
+# Gathering (the real things)
+# ---------------------------------------------------------------------------
+def docker_socket() -> str:
+    """DOCKER_HOST when it names a unix socket, else Docker's default socket."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        return host[len("unix://") :]
+    return str(module_utils("docker_service").DOCKER_SOCKET)
+
+
+def gather_docker(sock: str) -> dict[str, Any]:
+    info = module_utils("docker_service").docker_info(sock)
+    error = None
+    if info is None:
+        if not os.path.exists(sock):
+            error = "absent"
+        elif not os.access(sock, os.R_OK | os.W_OK):
+            error = "denied"
+        else:
+            error = "no_answer"
+    return {"socket": sock, "info": info, "error": error}
+
+
+def gather_image(sock: str, name: str) -> dict[str, Any]:
+    """The image's Config.Env from GET /images/NAME/json: {name, found, env, error}."""
+    docker_service = module_utils("docker_service")
+    conn = docker_service._UnixHTTPConnection(sock, 10.0)
+    out: dict[str, Any] = {"name": name, "found": False, "env": [], "error": None}
+    try:
+        conn.request("GET", "/images/" + urllib.parse.quote(name, safe="/:@") + "/json")
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status == 404:
+            return out
+        if resp.status != 200:
+            out["error"] = f"Docker answered HTTP {resp.status}"
+            return out
+        data = json.loads(body.decode("utf-8", "replace"))
+        config = data.get("Config") if isinstance(data, dict) else None
+        out["found"] = True
+        out["id"] = data.get("Id")
+        out["env"] = [str(e) for e in (config or {}).get("Env") or []]
+    except PermissionError:
+        out["error"] = f"this user may not use Docker's socket {sock}"
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        out["error"] = f"Docker is not answering on {sock} ({exc})"
+    finally:
+        conn.close()
+    return out
+
+
+def gather_module(facts: dict[str, Any]) -> dict[str, Any]:
+    """The NVIDIA module's signature state (read only where Secure Boot is on): taint, filename, signer."""
+    if not facts.get("secure_boot"):
+        return {}
+    out: dict[str, Any] = {"taint": None, "filename": None, "signer": None, "error": None}
+    try:
+        with open(NVIDIA_TAINT, encoding="ascii", errors="replace") as fh:
+            out["taint"] = fh.read().strip()
+    except OSError:
+        pass
+    try:
+        proc = subprocess.run(["modinfo", "nvidia"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        out["error"] = f"modinfo could not run ({exc})"
+        return out
+    if proc.returncode != 0:
+        out["error"] = (proc.stderr.strip().splitlines() or ["modinfo found no nvidia module"])[-1]
+        return out
+    for line in proc.stdout.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("filename", "signer", "sig_key") and not out.get(key.strip()):
+            out[key.strip()] = value.strip() or None
+    return out
+
+
+def gather_cdi(settings: dict[str, Any]) -> dict[str, Any]:
+    """The CDI spec's state in CDI mode: {path, exists, error, problems, stale}; empty in runtime mode."""
+    if (settings.get("nvidia_container_mode") or "runtime") != "cdi":
+        return {}
+    cdi = module_utils("cdi")
+    path = str(cdi.DEFAULT_PATH)
+    state: dict[str, Any] = {"path": path, "exists": False, "error": None, "problems": [], "stale": []}
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(16 << 20)
+    except FileNotFoundError:
+        return state
+    except OSError as exc:
+        state.update(exists=True, error=f"cannot be read ({exc.strerror or exc})")
+        return state
+    state["exists"] = True
+    try:
+        spec = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        state["error"] = f"is not valid JSON ({exc})"
+        return state
+    state["problems"] = list(cdi.validate(spec))
+    state["stale"] = list(cdi.stale_paths(spec))
+    return state
+
+
+def gather(args: argparse.Namespace) -> dict[str, Any]:
+    from .. import nvml, settings
+
+    values, source = settings.load(args.config)
+    facts = module_utils("gpu_detect").detect(None)
+    sock = docker_socket()
+    inputs: dict[str, Any] = {
+        "facts": facts,
+        "nvml": nvml.snapshot(),
+        "kernels": module_utils("driver").kernels_status(),
+        "module": gather_module(facts),
+        "docker": gather_docker(sock),
+        "settings": values,
+        "settings_file": source,
+        "cdi": gather_cdi(values),
+        "image": None,
+    }
+    image = getattr(args, "image", None)
+    if image:
+        inputs["image"] = gather_image(sock, image)
+    return inputs
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+def print_checks(checks: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
+
+    from ..output import console
+
+    con = console()
+    width = max(len(c["id"]) for c in checks)
+    for c in checks:
+        con.print(f"{MARKS[c['status']]}  {c['id'].ljust(width)}  {escape(c['message'])}")
+        for line in c.get("details") or []:
+            con.print(f"      {' ' * width}    {escape(line)}")
+    fixes = [c for c in checks if c["status"] in ("fail", "warn") and c.get("fix")]
+    if fixes:
+        con.print("\nFixes:")
+        for c in fixes:
+            con.print(f"  {MARKS[c['status']]} {c['id']}: {escape(c['fix'])}")
+    hints = [c for c in checks if c["status"] == "info" and c.get("fix")]
+    if hints:
+        con.print("\nHints:")
+        for c in hints:
+            con.print(f"  {c['id']}: {escape(c['fix'])}")
+    failed = [c["id"] for c in checks if c["status"] == "fail"]
+    con.print()
+    if failed:
+        con.print(f"[red]{len(failed)} check(s) failed[/red]: {', '.join(failed)}")
+    else:
+        con.print("[green]healthy[/green]: every check passed (warnings and notes do not fail).")
+
 
 def run(args: argparse.Namespace) -> int:
-    from .. import nvml
-
-    gpu_detect = module_utils("gpu_detect")
-    facts = gpu_detect.detect(None)
-    view: dict[str, Any] = nvml.snapshot() if (facts.get("driver") or {}).get("loaded") else {"available": False}
-    problems = list(facts.get("problems") or [])
-    driver = module_utils("driver")
-    kernels = driver.kernels_status()
-    guard = driver.kernel_guard(kernels, (facts.get("kernel") or {}).get("release"))
-    if guard:
-        problems.append({"code": "kernel_without_nvidia_module", "message": guard, "refuses": False})
+    inputs = gather(args)
+    checks = doctor_checks.run_checks(inputs)
+    ok = doctor_checks.healthy(checks)
     if args.json:
-        emit_json({"facts": facts, "nvml": view, "kernels": kernels, "problems": problems, "healthy": not problems})
+        result: dict[str, Any] = {"healthy": ok, "checks": checks, "facts": inputs["facts"], "nvml": inputs["nvml"]}
+        result["kernels"] = inputs["kernels"]
+        if inputs["image"] is not None:
+            result["image"] = inputs["image"]
+        emit_json(result)
     else:
-        from ..output import console
-        from ..report import print_facts
-
-        print_facts(facts)
-        con = console()
-        if view.get("available"):
-            con.print(f"\nNVML: driver {view.get('driver_version')}, CUDA {view.get('cuda_driver_version')}")
-            for gpu in view.get("gpus") or []:
-                pm = {True: "on", False: "off", None: "unknown"}[gpu.get("persistence_mode")]
-                con.print(
-                    f"  GPU {gpu['index']}: {gpu['name']} {gpu['uuid']} at {gpu['pci_bus_id']}, persistence {pm}",
-                    markup=False,
-                )
-        elif view.get("error"):
-            con.print(f"\nNVML: {view['error']}", markup=False)
-        if kernels:
-            con.print("\nInstalled kernels (newest first):")
-            for k in kernels:
-                module = "NVIDIA module built" if k["nvidia_module"] else "no NVIDIA module"
-                headers = "headers" if k["headers"] else "no headers"
-                con.print(f"  {k['release']}: {module}, {headers}", markup=False)
-        if guard:
-            con.print(f"[yellow]note[/yellow] {guard}")
-    refusal = gpu_detect.refusal(facts)
-    return refusal[0] if refusal else 0
+        print_checks(checks)
+    return doctor_checks.exit_code(checks, inputs["facts"])

@@ -6,10 +6,13 @@ A corpus directory holds:
 * ``listing.txt``: what else exists, one ``TYPE PATH<TAB>LINK-TARGET`` per line, as
   ``find ... -printf '%y %p\\t%l\\n'`` writes it on the host (d directory, f file, l symlink,
   c/b device node, s socket). Files named ``lib*.so*`` become minimal ELF shared objects whose
-  SONAME is the ``lib*.so.N`` link that points to them (else their own name), other files in a
-  ``bin`` directory become minimal ELF executables, device nodes and sockets empty files;
+  SONAME is the ``lib*.so.N`` link that points to them (else their own name); other files in a
+  ``bin``/``sbin`` directory, and files that a link there leads to (through other listed links,
+  as Debian's alternatives do), become minimal ELF executables; device nodes and sockets empty files;
 * ``contents/``: optional, files whose bytes replace a listed file's (a wrapper script, say);
-* when ``files/etc/ld.so.cache`` is absent, the real ``ldconfig -r TREE`` makes it over the
+* when ``files/etc/ld.so.cache`` is absent, the real ``ldconfig -r TREE`` makes it: over the
+  directories named in ``ldconfig.dirs`` (one a line) when the corpus has that file, else from the
+  tree's own ``/etc/ld.so.conf`` when it has one (as the host's ldconfig would), else over the
   directories of the listed libraries (``ldconfig -C`` and ``-r``, as glibc ships it).
 
     python3 tests/unit/cdi_corpus/tree.py CORPUS_DIR DEST
@@ -76,6 +79,28 @@ def parse_listing(text: str) -> list[tuple[str, str, str]]:
     return out
 
 
+def _link_target(path: str, target: str) -> str:
+    return os.path.normpath(os.path.join(os.path.dirname(path), target))
+
+
+def executables(entries: list[tuple[str, str, str]]) -> set[str]:
+    """Listed files that are programs: those in a bin/sbin directory, and those a link there leads to."""
+    links = {path: target for kind, path, target in entries if kind == "l"}
+    files = {path for kind, path, _ in entries if kind == "f"}
+    out = {path for path in files if os.path.basename(os.path.dirname(path)) in ("bin", "sbin")}
+    for link in links:
+        if os.path.basename(os.path.dirname(link)) not in ("bin", "sbin"):
+            continue
+        path = link
+        for _hop in range(16):
+            if path not in links:
+                break
+            path = _link_target(path, links[path])
+        if path in files:
+            out.add(path)
+    return out
+
+
 def build(corpus: Path, dest: Path) -> Path:
     corpus, dest = Path(corpus), Path(dest)
     if (corpus / "files").is_dir():
@@ -85,7 +110,8 @@ def build(corpus: Path, dest: Path) -> Path:
     for kind, path, target in entries:
         name = os.path.basename(path)
         if kind == "l" and _SONAME_LINK.match(name):
-            sonames[os.path.normpath(os.path.join(os.path.dirname(path), target))] = name
+            sonames[_link_target(path, target)] = name
+    programs = executables(entries)
     lib_dirs: set[str] = set()
     for kind, path, target in entries:
         real = dest / path.lstrip("/")
@@ -104,7 +130,7 @@ def build(corpus: Path, dest: Path) -> Path:
         elif kind == "f" and re.match(r"^lib.*\.so", real.name):
             data = elf(sonames.get(path, real.name))
             lib_dirs.add(os.path.dirname(path))
-        elif kind == "f" and os.path.basename(os.path.dirname(path)) in ("bin", "sbin"):
+        elif kind == "f" and path in programs:
             data = elf()
         else:
             data = b""
@@ -114,8 +140,13 @@ def build(corpus: Path, dest: Path) -> Path:
         if LDCONFIG is None:
             raise RuntimeError("ldconfig is needed to build this corpus's ld.so.cache")
         cache.parent.mkdir(parents=True, exist_ok=True)
+        config, dirs = "/dev/null", sorted(lib_dirs)
+        if (corpus / "ldconfig.dirs").is_file():
+            dirs = [d for d in (corpus / "ldconfig.dirs").read_text().split() if d.startswith("/")]
+        elif (dest / "etc" / "ld.so.conf").is_file():
+            config, dirs = "/etc/ld.so.conf", []
         subprocess.run(
-            [LDCONFIG, "-r", str(dest), "-C", "/etc/ld.so.cache", "-f", "/dev/null", "-X", *sorted(lib_dirs)],
+            [LDCONFIG, "-r", str(dest), "-C", "/etc/ld.so.cache", "-f", config, "-X", *dirs],
             check=True,
             capture_output=True,
         )
