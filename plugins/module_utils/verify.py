@@ -13,8 +13,8 @@ inside each lists the GPU UUIDs it sees:
 * mode ``cdi``: ``--device nvidia.com/gpu=all|<index>|<uuid>`` (the CDI spec
   gpu-install writes names every GPU by index and by UUID, plus ``all``).
 
-Three checks: ``all`` must see exactly NVML's GPUs, index 0 exactly GPU 0,
-the last GPU's UUID exactly that GPU.  ``verify(...)`` returns the result
+The checks: ``all`` must see exactly NVML's GPUs, then each GPU alone, by its
+index and by its UUID, exactly that GPU and none of the others.  ``verify(...)`` returns the result
 (``verified``, ``mode``, ``image``, ``nvml``, ``docker``, ``checks``,
 ``pulled``, ``changed``, ``error``) and never raises; ``error`` is the
 ``gpu_install_error`` record (code 8) when the proof failed.
@@ -75,10 +75,12 @@ def parse_smi(text: str) -> List[str]:
 
 
 def plan_checks(gpus: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """The checks for NVML's GPUs: every GPU, the first by index, the last by UUID.
+    """The checks for NVML's GPUs: every GPU together, then each GPU alone, by index and by UUID.
 
-    Each is ``{"name", "selector", "expected"}``; with no GPU known (check mode before the driver is in),
-    ``all`` and ``index 0`` with ``expected`` null.
+    A container given one GPU must see exactly that one and none of the others (the isolation
+    NVIDIA_VISIBLE_DEVICES and the CDI device names promise). Each check is ``{"name", "selector",
+    "expected"}``; with no GPU known (check mode before the driver is in), ``all`` and ``index 0`` with
+    ``expected`` null.
     """
     uuids = [g.get("uuid") for g in gpus]
     if not gpus or any(not u for u in uuids):
@@ -86,13 +88,12 @@ def plan_checks(gpus: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
             {"name": "all", "selector": "all", "expected": None},
             {"name": "index 0", "selector": "0", "expected": None},
         ]
-    first = next((g for g in gpus if g.get("index") == 0), gpus[0])
-    last = gpus[-1]
-    return [
-        {"name": "all", "selector": "all", "expected": sorted(str(u) for u in uuids)},
-        {"name": f"index {first.get('index', 0)}", "selector": str(first.get("index", 0)), "expected": [first["uuid"]]},
-        {"name": f"UUID {last['uuid']}", "selector": str(last["uuid"]), "expected": [last["uuid"]]},
-    ]
+    checks = [{"name": "all", "selector": "all", "expected": sorted(str(u) for u in uuids)}]
+    for position, gpu in enumerate(gpus):
+        index = gpu.get("index", position)
+        checks.append({"name": f"index {index}", "selector": str(index), "expected": [gpu["uuid"]]})
+        checks.append({"name": f"UUID {gpu['uuid']}", "selector": str(gpu["uuid"]), "expected": [gpu["uuid"]]})
+    return checks
 
 
 def container_argv(

@@ -14,7 +14,7 @@ description:
   - Reads the GPUs through NVML on the host (the driver's C(libnvidia-ml.so.1), through ctypes; no nvidia-ml-py
     needed), then starts throwaway containers (C(docker run --rm --network none)) the way the host gives containers
     GPUs, and compares the GPU UUIDs that C(nvidia-smi) lists inside with NVML's outside.
-  - Three checks - C(all) must see exactly NVML's GPUs, index 0 exactly GPU 0, and the last GPU's UUID exactly that
+  - The checks - C(all) must see exactly NVML's GPUs; then each GPU alone, by its index and by its UUID, exactly that
     GPU (isolation as well as access).
   - With O(mode=runtime), the containers run under Docker's B(default) runtime (no C(--runtime)) with
     C(NVIDIA_VISIBLE_DEVICES=all|<index>|<uuid>) and C(NVIDIA_DRIVER_CAPABILITIES=utility), which proves that the

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs ON the lent GPU machine (device tool), from the repository root, as root: gpu-install's CDI mode
-# end to end through the CLI, the driver left as it is (nvidia_driver_source: none). Build the carry here
+# end to end through the CLI, the driver left as it is (nvidia_driver_source: none). On a machine with
+# several GPUs it is also the isolation proof (verify checks each GPU alone; doctor prints topology). Build the carry here
 # first with scripts/device/carry, then: run(command="OUT=$OUT bash scripts/device/prove-cdi.sh",
 # carry=[".device-carry"]).
 #
@@ -84,8 +85,10 @@ $GI cdi --check; rc
 
 step "by hand: the spec gpu-install wrote, used by Docker"
 cp /etc/cdi/gpu-install-nvidia.json "$OUT/spec.json"
-uuid=$($PY -c 'import pynvml as n; n.nvmlInit(); print(n.nvmlDeviceGetUUID(n.nvmlDeviceGetHandleByIndex(0)))')
-for dev in all 0 "$uuid"; do
+# Every GPU by index and by UUID (on a host with several GPUs this is the isolation proof: each
+# container lists exactly one GPU, the one NVML names outside).
+selectors=$($PY -c 'import pynvml as n; n.nvmlInit(); print(" ".join(f"{i} {n.nvmlDeviceGetUUID(n.nvmlDeviceGetHandleByIndex(i))}" for i in range(n.nvmlDeviceGetCount())))')
+for dev in all $selectors; do
     echo "--device nvidia.com/gpu=$dev:"
     docker run --rm --network none --device "nvidia.com/gpu=$dev" local/gpu-base:1 nvidia-smi -L; rc
 done

@@ -100,10 +100,14 @@ def _gpus(*uuids):
     return [{"index": i, "uuid": u, "name": "NVIDIA H100 80GB HBM3"} for i, u in enumerate(uuids)]
 
 
-def test_checks_all_index_0_and_the_last_uuid():
+def test_checks_all_then_each_gpu_alone_by_index_and_by_uuid():
     assert verify.plan_checks(_gpus(A, B, C)) == [
         {"name": "all", "selector": "all", "expected": sorted([A, B, C])},
         {"name": "index 0", "selector": "0", "expected": [A]},
+        {"name": f"UUID {A}", "selector": A, "expected": [A]},
+        {"name": "index 1", "selector": "1", "expected": [B]},
+        {"name": f"UUID {B}", "selector": B, "expected": [B]},
+        {"name": "index 2", "selector": "2", "expected": [C]},
         {"name": f"UUID {C}", "selector": C, "expected": [C]},
     ]
 
@@ -297,7 +301,7 @@ def test_absent_image_with_pull_off_in_check_mode_is_a_blocker_not_a_failure(tmp
     _docker_ok()
     rc, result = run_module(tmp_path, dict(two_gpus, image=ABSENT_IMAGE, pull=False), check=True)
     assert rc == 0 and result["gpu_install_blocker"]["code"] == 8 and result["changed"] is False
-    assert [c["expected"] for c in result["checks"]] == [sorted([A, B]), [A], [B]]
+    assert [c["expected"] for c in result["checks"]] == [sorted([A, B]), [A], [A], [B], [B]]
 
 
 def test_a_failed_pull_fails_with_code_8_and_docker_own_error(tmp_path, two_gpus):
@@ -344,9 +348,11 @@ def test_containers_that_see_nvml_gpus_verify(tmp_path, two_gpus, fake_smi):
     assert [(c["name"], c["expected"], c["seen"], c["ok"]) for c in result["checks"]] == [
         ("all", sorted([A, B]), [A, B], True),
         ("index 0", [A], [A], True),
+        (f"UUID {A}", [A], [A], True),
+        ("index 1", [B], [B], True),
         (f"UUID {B}", [B], [B], True),
     ]
-    for check, selector in zip(result["checks"], ["all", "0", B], strict=True):
+    for check, selector in zip(result["checks"], ["all", "0", A, "1", B], strict=True):
         assert f"NVIDIA_VISIBLE_DEVICES={selector}" in check["argv"] and "--runtime" not in " ".join(check["argv"])
     assert _leftovers(result["checks"]) == []
 
@@ -358,6 +364,8 @@ def test_verify_prints_a_line_per_check_then_verified(tmp_path, two_gpus, fake_s
     assert lines == [
         f"  ok    all: expected {', '.join(sorted([A, B]))}; seen {A}, {B}",
         f"  ok    index 0: expected {A}; seen {A}",
+        f"  ok    UUID {A}: expected {A}; seen {A}",
+        f"  ok    index 1: expected {B}; seen {B}",
         f"  ok    UUID {B}: expected {B}; seen {B}",
     ]
     assert verify_command.summary(result) == (
@@ -373,7 +381,7 @@ def test_a_container_missing_a_gpu_fails_naming_it(tmp_path, two_gpus, fake_smi,
     reason = result["gpu_install_error"]["reason"]
     assert reason.startswith("The container for 'all' (NVIDIA_VISIBLE_DEVICES=all) saw ")
     assert f"(missing {C})" in reason and "default runtime is runc, not nvidia" in reason
-    assert [c["ok"] for c in result["checks"]] == [False, True, False]  # the last GPU, C, is not there at all
+    assert [c["ok"] for c in result["checks"]] == [False, True, True, True, True, False, False]  # C is not there
     line = verify_command.check_line(result["checks"][0])
     assert line.startswith("  FAIL  all: expected ") and line.endswith(f"(missing {C})")
 
@@ -388,7 +396,7 @@ def test_a_container_with_an_extra_gpu_fails_naming_it(tmp_path, two_gpus, fake_
 def test_a_container_given_the_wrong_gpu_for_index_0_fails(tmp_path, two_gpus, fake_smi):
     rc, result = run_module(tmp_path, dict(two_gpus, image=fake_image(fake_smi, [B, A]), pull=False))
     assert rc == 1
-    assert [c["ok"] for c in result["checks"]] == [True, False, True]
+    assert [c["ok"] for c in result["checks"]] == [True, False, True, False, True]
     assert result["gpu_install_error"]["reason"].startswith(
         f"The container for 'index 0' (NVIDIA_VISIBLE_DEVICES=0) saw {B} where NVML on the host gives {A} "
         f"(missing {A}; unexpected {B}): "
@@ -424,7 +432,7 @@ def test_a_hung_container_times_out_and_is_removed(tmp_path, two_gpus, fake_smi)
     assert rc == 1 and result["gpu_install_error"]["code"] == 8
     reason = result["gpu_install_error"]["reason"]
     assert "did not finish within 3 seconds" in reason and "gpu_verify_timeout" in reason
-    assert reason.endswith("(the remaining 2 check(s) were not run).")
+    assert reason.endswith("(the remaining 4 check(s) were not run).")
     assert len(result["checks"]) == 1 and result["checks"][0]["rc"] is None
     assert _leftovers(result["checks"]) == []
 
@@ -435,7 +443,7 @@ def test_check_mode_with_the_image_present_runs_no_container(tmp_path, two_gpus,
     rc, result = run_module(tmp_path, dict(two_gpus, image=image, pull=False), check=True)
     assert rc == 0 and result["verified"] is None and result["changed"] is False
     assert "gpu_install_blocker" not in result
-    assert [c["ok"] for c in result["checks"]] == [None, None, None]
+    assert [c["ok"] for c in result["checks"]] == [None] * 5
     until = str(int(subprocess.run(["date", "+%s"], capture_output=True, text=True, check=True).stdout) + 1)
     events = subprocess.run(
         [
