@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs ON the lent GPU machine (device tool), from the repository root, as root: gpu-install's CDI mode
 # end to end through the CLI, the driver left as it is (nvidia_driver_source: none). On a machine with
-# several GPUs it is also the isolation proof (verify checks each GPU alone; doctor prints topology). Build the carry here
-# first with scripts/device/carry, then: run(command="OUT=$OUT bash scripts/device/prove-cdi.sh",
+# several GPUs it is also the isolation proof (verify checks each GPU alone; doctor prints topology).
+# Build the carry here first with scripts/device/carry, then: run(command="OUT=$OUT bash scripts/device/prove-cdi.sh",
 # carry=[".device-carry"]).
 #
 # There: Ubuntu 24.04, driver 580 loaded from /usr/local/nvidia, no Docker, no systemd, no network.
