@@ -18,11 +18,16 @@ for by FIXTURES, each written by the test that uses it and named below:
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import roles
 from hosts import Host
 from roles import failure
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixtures.units import UBUNTU_UNIT  # noqa: E402
 
 DROPIN = "/etc/systemd/system/nvidia-persistenced.service.d/gpu-install.conf"
 WRITTEN_UNIT = "/etc/systemd/system/nvidia-persistenced.service"
@@ -30,17 +35,6 @@ DEBIAN_UNIT = "/lib/systemd/system/nvidia-persistenced.service"
 TREE_BINARY = "/usr/local/nvidia/bin/nvidia-persistenced"
 NOT_STARTED = "it is not started now because no NVIDIA driver is loaded"
 
-# FIXTURE: Ubuntu's unit (nvidia-compute-utils-535 .. 580), as the field reports it.
-UBUNTU_UNIT = """[Unit]
-Description=NVIDIA Persistence Daemon
-Wants=syslog.target
-StopWhenUnneeded=true
-Before=systemd-backlight@backlight:nvidia_0.service
-[Service]
-Type=forking
-ExecStart=/usr/bin/nvidia-persistenced --user nvidia-persistenced --no-persistence-mode --verbose
-ExecStopPost=/bin/rm -rf /var/run/nvidia-persistenced
-"""
 # FIXTURE: stands in for a driver tree's nvidia-persistenced that is never started.
 STAND_IN_IDLE = """#!/bin/sh
 # Test fixture standing in for a driver tree's nvidia-persistenced; no test starts it.

@@ -7,24 +7,17 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import ansible_doc, make_tree, module_utils, run_module
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixtures.units import UBUNTU_UNIT  # noqa: E402
+
 persistenced = module_utils("persistenced")
 
-# Ubuntu's nvidia-compute-utils unit (static: no [Install]; started by udev), as it is installed.
-UBUNTU_UNIT = """[Unit]
-Description=NVIDIA Persistence Daemon
-Wants=syslog.target
-StopWhenUnneeded=true
-Before=systemd-backlight@backlight:nvidia_0.service
-[Service]
-Type=forking
-ExecStart=/usr/bin/nvidia-persistenced --user nvidia-persistenced --no-persistence-mode --verbose
-ExecStopPost=/bin/rm -rf /var/run/nvidia-persistenced
-"""
 # Debian's nvidia-persistenced package unit (persistence mode on, enabled by its postinst).
 DEBIAN_UNIT = """# This is a sample systemd service file, designed to show how the NVIDIA
 # Persistence Daemon can be started.
