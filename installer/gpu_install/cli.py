@@ -74,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "cloud-init":
             p.add_argument("--provider", required=True, help="aws, azure or gcp")
             p.add_argument("-o", "--output", metavar="FILE", help="write the user-data here (default: stdout)")
+            src = p.add_mutually_exclusive_group()
+            src.add_argument(
+                "--package-version", metavar="VERSION", help="gpu-install version the VM installs (default: this one)"
+            )
+            src.add_argument("--wheel-url", metavar="URL", help="install this gpu-install wheel (add #sha256=HEX)")
+            p.add_argument("--index-url", metavar="URL", help="a PyPI mirror for gpu-install and its dependencies")
+            p.add_argument(
+                "--find-links",
+                metavar="URL",
+                help="a wheelhouse; without --index-url the only source (air-gapped: pip --no-index)",
+            )
     return parser
 
 

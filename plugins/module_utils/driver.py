@@ -483,9 +483,7 @@ def kernels_status(modules_dir: str = "/lib/modules") -> List[Dict[str, Any]]:
             if any(_MODULE_NAMES.match(name) for name in files):
                 found = True
                 break
-        out.append(
-            {"release": release, "headers": os.path.exists(os.path.join(tree, "build")), "nvidia_module": found}
-        )
+        out.append({"release": release, "headers": os.path.exists(os.path.join(tree, "build")), "nvidia_module": found})
     return out
 
 
@@ -503,6 +501,5 @@ def kernel_guard(kernels: Sequence[Dict[str, Any]], running: Optional[str]) -> O
     )
     where = " (the running kernel)" if newest["release"] == running else ""
     return (
-        f"The newest installed kernel {newest['release']}{where} has no NVIDIA module: "
-        f"{fix} before rebooting into it."
+        f"The newest installed kernel {newest['release']}{where} has no NVIDIA module: {fix} before rebooting into it."
     )
