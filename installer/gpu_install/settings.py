@@ -53,8 +53,17 @@ def load(path: str | None) -> tuple[dict[str, Any], str | None]:
         raise GpuInstallError(
             codes.INVALID_INPUT, f"settings file {file} cannot be read ({exc}): fix it and run again."
         ) from None
+    if len(text) > MAX_FILE:
+        raise GpuInstallError(
+            codes.INVALID_INPUT,
+            f"settings file {file} is {len(text)} characters long: a settings file holds at most {MAX_FILE}.",
+        )
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise GpuInstallError(
+            codes.INVALID_INPUT, f"settings file {file} is nested too deeply to be settings: fix it and run again."
+        ) from None
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -82,15 +91,132 @@ def validate(data: dict[str, Any], source: str) -> dict[str, Any]:
     if unknown:
         raise GpuInstallError(
             codes.INVALID_INPUT,
-            f"unknown setting {', '.join(repr(u) for u in unknown)} in {source}: "
+            f"unknown setting {', '.join(_short(u) for u in unknown)} in {source}: "
             f"the settings are {', '.join(sorted(spec))}.",
         )
+    # Strings no setting may hold are refused first, so that no message below echoes them.
+    hostile = [f"{name}{where} {why}" for name, value in data.items() for where, why in _strings(value, "")]
+    if hostile:
+        raise GpuInstallError(codes.INVALID_INPUT, f"invalid settings in {source}: {'; '.join(hostile)}.")
     # Only what the user wrote is validated and passed on; the roles' defaults stay theirs.
     subset = {k: v for k, v in spec.items() if k in data}
     result = ArgumentSpecValidator(_without_defaults(subset)).validate(dict(data))
     if result.error_messages:
-        raise GpuInstallError(codes.INVALID_INPUT, f"invalid settings in {source}: {'; '.join(result.error_messages)}.")
-    return {k: result.validated_parameters[k] for k in data}
+        messages = [m if len(m) <= 300 else m[:297] + "..." for m in result.error_messages]
+        raise GpuInstallError(codes.INVALID_INPUT, f"invalid settings in {source}: {'; '.join(messages)}.")
+    values = {k: result.validated_parameters[k] for k in data}
+    problems = [msg for name, value in values.items() for msg in _check(name, value)]
+    if problems:
+        raise GpuInstallError(codes.INVALID_INPUT, f"invalid settings in {source}: {'; '.join(problems)}.")
+    return values
+
+
+# Beyond the argument specs (types and choices): what each string setting may hold. The one table of these
+# rules; docs/security.md explains them. Every string, nested ones included, is also refused when it holds
+# NUL or another control character, is longer than MAX_STRING, or holds a Jinja delimiter: settings are data
+# handed to Ansible as extra vars, which Ansible would otherwise evaluate as templates (a lookup('pipe') runs
+# a command).
+MAX_STRING = 4096
+MAX_DEPTH = 16
+MAX_NODES = 10000
+# Seconds settings (timeouts): a day at most, never negative.
+MAX_SECONDS = 86400
+MAX_FILE = 1 << 20
+_JINJA = ("{{", "}}", "{%", "%}", "{#", "#}")
+_VERSION = r"[0-9][A-Za-z0-9.+~:_^-]{0,127}"
+PATTERNS: dict[str, tuple[str, str]] = {
+    "nvidia_driver_branch": (r"(?:[0-9]{3,4})?", 'a driver branch\'s major number, e.g. "550" (or empty)'),
+    "nvidia_driver_runfile_sha256": (r"(?:[0-9A-Fa-f]{64})?", "64 hexadecimal digits (or empty)"),
+    "nvidia_container_toolkit_version": (
+        f"(?:{_VERSION})?",
+        "a package version as the package manager spells it, e.g. 1.17.8-1 (or empty)",
+    ),
+    # A name on PATH or an absolute path without ".." (dockerd runs it; it is never given to a shell).
+    "docker_runtime_path": (
+        r"(?!.*(?:^|/)\.\.?(?:/|$))(?:[A-Za-z0-9_.+][A-Za-z0-9_.+-]{0,254}|(?:/[A-Za-z0-9_.+-]{1,255}){1,32})",
+        "a command name on PATH or an absolute path without . or .. parts",
+    ),
+    # A Docker image reference (registry/name:tag@digest); never an option (no leading "-").
+    "gpu_verify_image": (r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}", "an image reference, e.g. debian:bookworm-slim"),
+}
+_URLS = {"nvidia_driver_runfile_url": ("http", "https", "file")}
+
+
+def _check(name: str, value: Any) -> list[str]:
+    import re
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= MAX_SECONDS:
+            return [f"{name} must be between 0 and {MAX_SECONDS} (seconds), not {_short(str(value))}"]
+        return []
+    if not isinstance(value, str):
+        if name == "gpu_install_repositories":
+            return _module_check(lambda repos: repos.check_overrides(value))
+        return []
+    problems: list[str] = []
+    if name in PATTERNS:
+        pattern, what = PATTERNS[name]
+        if not re.fullmatch(pattern, value):
+            problems.append(f"{name} must be {what}, not {_short(value)}")
+    elif name in _URLS and value:
+        problems += _module_check(lambda repos: repos.check_url(value, name, _URLS[name]))
+    elif name == "gpu_install_proxy":
+        problems += _module_check(lambda repos: repos.check_proxy(value, name))
+    return problems
+
+
+def _module_check(check: Any) -> list[str]:
+    from .collection import module_utils
+
+    repos = module_utils("repos")
+    try:
+        check(repos)
+    except repos.RepoError as exc:
+        return [str(exc.reason).rstrip(".")]
+    return []
+
+
+def _strings(value: Any, where: str) -> list[tuple[str, str]]:
+    """(where, why) for every string in ``value`` (nested) that no setting may hold.
+
+    The walk is bounded (YAML aliases can make a small file a huge or cyclic structure): a value with more
+    than MAX_NODES parts or deeper than MAX_DEPTH is refused whole.
+    """
+    out: list[tuple[str, str]] = []
+    stack: list[tuple[Any, str, int]] = [(value, where, 0)]
+    seen = 0
+    while stack:
+        item, at, depth = stack.pop()
+        seen += 1
+        if seen > MAX_NODES or depth > MAX_DEPTH:
+            return [(where, f"is nested deeper than {MAX_DEPTH} levels or has more than {MAX_NODES} parts")]
+        if isinstance(item, dict):
+            for key, sub in reversed(list(item.items())):
+                stack.append((sub, f"{at}.{key}", depth + 1))
+                if isinstance(key, str):
+                    stack.append((key, f"{at} (a key)", depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((sub, f"{at}[{i}]", depth + 1) for i, sub in reversed(list(enumerate(item))))
+        elif isinstance(item, str):
+            why = _string_problem(item)
+            if why:
+                out.append((at, why))
+    return out
+
+
+def _string_problem(value: str) -> str:
+    if len(value) > MAX_STRING:
+        return f"is {len(value)} characters long; a setting holds at most {MAX_STRING}"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return f"must not contain control characters (NUL, newline, tab): {_short(value)}"
+    if any(d in value for d in _JINJA):
+        return "must not contain a Jinja delimiter ({{, {%, {#): settings are data, not templates"
+    return ""
+
+
+def _short(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _without_defaults(spec: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +235,21 @@ def state_dir() -> Path:
     if override:
         return Path(override)
     if os.geteuid() == 0:
-        return Path("/var/log/gpu-install")
+        return _private(Path("/var/log/gpu-install"))
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "gpu-install"
+    return _private(Path(base) / "gpu-install")
+
+
+def _private(path: Path) -> Path:
+    """``path``, made 0700 where it is ours: the runs' logs and extra vars hold the settings (a proxy password).
+
+    A directory that cannot be made (read-only filesystem) is left to the run, which says so (exit 10).
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.lstat()
+        if st.st_uid == os.geteuid() and not os.path.islink(path) and st.st_mode & 0o077:
+            os.chmod(path, 0o700)
+    except OSError:
+        pass
+    return path

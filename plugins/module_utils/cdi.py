@@ -443,7 +443,14 @@ def parse_nvidia_smi_q(text: str) -> List[Tuple[str, Optional[str], Optional[int
     out: List[Tuple[str, Optional[str], Optional[int], Optional[str]]] = []
     for sec in sections:
         minor = sec.get("minor", "")
-        out.append((sec["address"], sec.get("uuid"), int(minor) if minor.isdigit() else None, sec.get("name")))
+        out.append(
+            (
+                sec["address"],
+                sec.get("uuid"),
+                int(minor) if minor.isascii() and minor.isdigit() else None,
+                sec.get("name"),
+            )
+        )
     return out
 
 

@@ -508,7 +508,7 @@ def _upstream(version: str | None) -> str | None:
 def _version_tuple(version: str | None) -> Tuple[int, ...]:
     if not version:
         return ()
-    return tuple(int(part) for part in version.split(".") if part.isdigit())
+    return tuple(int(part) for part in version.split(".") if part.isascii() and part.isdigit())
 
 
 def _major(version: str) -> str:
@@ -1016,7 +1016,7 @@ def _nvidia_proc_gpus(host: Host) -> Dict[str, Dict[str, Any]]:
         result[address] = {
             "name": info.get("model") or None,
             "uuid": info.get("gpu uuid") or None,
-            "minor": int(minor) if minor.isdigit() else None,
+            "minor": int(minor) if minor.isascii() and minor.isdigit() else None,
         }
     return result
 
@@ -1221,7 +1221,7 @@ def detect_persistenced(host: Host, packages: Packages) -> Facts:
         if text is None:
             continue
         pid = text.strip()
-        running = _pid_running(host, int(pid)) if pid.isdigit() and int(pid) > 0 else False
+        running = _pid_running(host, int(pid)) if pid.isascii() and pid.isdigit() and int(pid) > 0 else False
         break
     return {
         "installed": installed,

@@ -227,7 +227,8 @@ def normalize_fingerprint(text: str) -> str:
     if fpr.startswith("0X"):
         fpr = fpr[2:]
     if not re.fullmatch(r"[0-9A-F]{40}", fpr):
-        raise ValueError(f"{text!r} is not a v4 fingerprint (40 hexadecimal digits)")
+        shown = repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
+        raise ValueError(f"{shown} is not a v4 fingerprint (40 hexadecimal digits)")
     return fpr
 
 

@@ -230,16 +230,92 @@ def base_of(facts: Mapping[str, Any]) -> Tuple[str, str]:
     return key
 
 
-def _check_url(value: Any, setting: str) -> str:
+# What a proxy URL, written into apt.conf as a quoted string, must not hold besides whitespace and control
+# characters (which no URL anywhere may hold: they end the value in sources, .repo and apt.conf files alike):
+# a quote ends apt.conf's string, ';' and braces start another option.
+_PROXY_FORBIDDEN = "\"'`;{}\\"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def check_url(
+    value: Any, setting: str, schemes: Tuple[str, ...] = ("http", "https", "file"), forbidden: str = ""
+) -> str:
+    """``value`` as a URL of one of ``schemes`` that is safe to write into any package manager file.
+
+    RepoError (exit 4) naming ``setting`` otherwise.
+    """
+    names = ", ".join(schemes[:-1]) + " or " + schemes[-1] if len(schemes) > 1 else schemes[0]
     if not isinstance(value, str) or not value.strip():
-        raise RepoError(errors.INVALID_INPUT, f"{setting} must be a URL (http, https or file), not {value!r}.")
+        raise RepoError(errors.INVALID_INPUT, f"{setting} must be a URL ({names}), not {_short(value)}.")
     url = value.strip()
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.netloc):
-        raise RepoError(errors.INVALID_INPUT, f"{setting} must be an http, https or file URL, not {url!r}.")
-    if any(c.isspace() for c in url):
-        raise RepoError(errors.INVALID_INPUT, f"{setting} must not contain spaces: {url!r}.")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise RepoError(
+            errors.INVALID_INPUT, f"{setting} must not contain spaces or control characters: {_short(url)}."
+        )
+    bad = sorted({c for c in url if c in forbidden})
+    if bad:
+        raise RepoError(
+            errors.INVALID_INPUT, f"{setting} must not contain {' '.join(bad)} (percent-encode them): {_short(url)}."
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+        parts = None
+    if parts is None or not port_ok or parts.scheme not in schemes or (parts.scheme != "file" and not parts.hostname):
+        raise RepoError(errors.INVALID_INPUT, f"{setting} must be an {names} URL, not {_short(url)}.")
     return url
+
+
+def _check_url(value: Any, setting: str) -> str:
+    return check_url(value, setting)
+
+
+def check_proxy(value: Any, setting: str = "gpu_install_proxy") -> str:
+    """The proxy setting: empty, or an http(s) URL safe to write into apt.conf and dnf .repo files."""
+    if value is None or value == "":
+        return ""
+    return check_url(value, setting, ("http", "https"), _PROXY_FORBIDDEN)
+
+
+def check_overrides(overrides: Any, setting: str = "gpu_install_repositories") -> None:
+    """``gpu_install_repositories`` checked without the host's facts: ids, keys, URLs and fingerprints."""
+    if overrides is None:
+        return
+    if not isinstance(overrides, Mapping):
+        raise RepoError(errors.INVALID_INPUT, f"{setting} must be a mapping of repository ids to mirrors.")
+    for repo_id, user in overrides.items():
+        if repo_id not in VENDORS:
+            raise RepoError(
+                errors.INVALID_INPUT,
+                f"{setting} has unknown repository id {_short(repo_id)}: gpu-install knows {', '.join(REPO_IDS)}.",
+            )
+        where = f"{setting}.{repo_id}"
+        if user is None:
+            continue
+        if not isinstance(user, Mapping):
+            raise RepoError(errors.INVALID_INPUT, f"{where} must be a mapping with url, key_url and fingerprint.")
+        unknown = sorted(str(k) for k in set(user) - set(OVERRIDE_KEYS))
+        if unknown:
+            raise RepoError(
+                errors.INVALID_INPUT,
+                f"{where} has unknown key(s) {', '.join(map(_short, unknown))}: it takes {', '.join(OVERRIDE_KEYS)}.",
+            )
+        for key in ("url", "key_url"):
+            if user.get(key):
+                check_url(user[key], f"{where}.{key}")
+        if user.get("fingerprint"):
+            if not isinstance(user["fingerprint"], str):
+                raise RepoError(errors.INVALID_INPUT, f"{where}.fingerprint must be a string of hex digits.")
+            try:
+                openpgp.normalize_fingerprint(user["fingerprint"])
+            except ValueError as exc:
+                raise RepoError(errors.INVALID_INPUT, f"{where}.fingerprint: {exc}.") from None
 
 
 def _join(base: str, path: str) -> str:
@@ -380,7 +456,7 @@ def render_dnf(repo: Repo, proxy: str = "", keyfile: Optional[str] = None) -> st
     if repo.uri.startswith("https:"):
         lines.append("sslverify=1")
     if proxy:
-        lines.append(f"proxy={proxy}")
+        lines.append(f"proxy={check_proxy(proxy)}")
     return "\n".join(lines) + "\n"
 
 
@@ -388,6 +464,7 @@ def apt_proxy_conf(repos: Sequence[Repo], proxy: str) -> str:
     """Per-host apt proxy lines for the repositories' hosts (empty without a proxy)."""
     if not proxy:
         return ""
+    proxy = check_proxy(proxy)
     hosts = sorted({(u.scheme, u.hostname) for u in (urllib.parse.urlsplit(r.uri) for r in repos) if u.hostname})
     if not hosts:
         return ""
