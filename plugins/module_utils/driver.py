@@ -466,7 +466,8 @@ _MODULE_NAMES = re.compile(r"^nvidia(-current)?\.ko(\.(xz|zst|gz))?$")
 
 
 def _release_key(release: str) -> Tuple[Any, ...]:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\-+~]", release))
+    """Sort key of a kernel release: numbers as numbers (ASCII digits only), words after numbers."""
+    return tuple((0, int(p), "") if p.isascii() and p.isdigit() else (1, 0, p) for p in re.split(r"[.\-+~]", release))
 
 
 def kernels_status(modules_dir: str = "/lib/modules") -> List[Dict[str, Any]]:

@@ -368,3 +368,12 @@ def test_kernel_guard_is_quiet_when_every_kernel_has_the_module_or_none_ever_had
     bare = tmp_path / "bare"
     (bare / "6.1.0-1-amd64").mkdir(parents=True)
     assert driver.kernel_guard(driver.kernels_status(str(bare)), None) is None
+
+
+def test_kernel_releases_of_mixed_shapes_sort_without_error(tmp_path):
+    for release in ("6.1.0-13-amd64", "6.1.0-rc1", "6.1.0-²", "6.12.9+bpo-amd64", "6.1.0-9-amd64"):
+        (tmp_path / release).mkdir()
+    releases = [k["release"] for k in driver.kernels_status(str(tmp_path))]
+    assert releases[0] == "6.12.9+bpo-amd64"
+    assert releases.index("6.1.0-13-amd64") < releases.index("6.1.0-9-amd64")
+    assert sorted(releases) == sorted(p.name for p in tmp_path.iterdir())
