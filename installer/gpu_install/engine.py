@@ -73,6 +73,7 @@ class RunResult:
     blockers: list[dict[str, Any]] = field(default_factory=list)
     handler_tasks: set[str] = field(default_factory=set)
     tasks_started: int = 0
+    current_task: str = ""  # "role: task" of the task started last and not finished yet ("" between tasks)
     reboot_required: bool = False
     facts: dict[str, Any] = field(default_factory=dict)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # RESULT_ACTIONS' results, ok or failed
@@ -109,10 +110,11 @@ class RunResult:
     def _interrupted_reason(self, signum: int) -> str:
         import signal as _signal
 
-        done = ", ".join(f"{c.role}: {c.task}" for c in self.changes) or "nothing"
+        done = "; ".join(f"{c.role}: {c.task}" if c.role else c.task for c in self.changes) or "nothing"
+        where = f"in task '{self.current_task}' " if self.current_task else "between tasks "
         return (
-            f"interrupted by {_signal.Signals(signum).name} after {self.tasks_started} tasks; changed so far: {done}; "
-            "the remaining steps were not run: run apply again to finish."
+            f"interrupted by {_signal.Signals(signum).name} {where}(task {self.tasks_started}), which was stopped; "
+            f"changed so far ({self.changed}): {done}; the remaining steps were not run: run apply again to finish."
         )
 
 
@@ -212,10 +214,14 @@ def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
     data = event.get("event_data") or {}
     if kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
         result.tasks_started += 1
+        role, task = data.get("role"), str(data.get("task") or data.get("name") or "").strip()
+        result.current_task = f"{role}: {task}" if role else task
         # ansible-runner reports a handler's start as a task start with is_conditional.
         if kind == "playbook_on_handler_task_start" or data.get("is_conditional"):
             result.handler_tasks.add(str(data.get("task_uuid")))
         return
+    if kind in ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"):
+        result.current_task = ""
     raw = data.get("res")
     res: dict[str, Any] = raw if isinstance(raw, dict) else {}
     name = RESULT_ACTIONS.get(str(data.get("resolved_action") or data.get("task_action") or ""))

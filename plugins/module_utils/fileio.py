@@ -26,6 +26,29 @@ def _copy_selinux(src_fd: Optional[int], dst_fd: int) -> None:
         pass
 
 
+def stale_temps(target: str) -> list:
+    """Temp files of ``target`` that a killed write left beside it (ours only: prefix and suffix match)."""
+    directory = os.path.dirname(target) or "."
+    prefix = "." + os.path.basename(target) + "."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(os.path.join(directory, n) for n in names if n.startswith(prefix) and n.endswith(TEMP_SUFFIX))
+
+
+def remove_stale_temps(target: str) -> list:
+    """Remove what ``stale_temps`` finds (a write killed between mkstemp and rename); returns what went."""
+    removed = []
+    for path in stale_temps(target):
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
 def write_atomic(
     target: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0, like: Optional[str] = None
 ) -> None:

@@ -196,18 +196,49 @@ def _apt_failure(what: str, text: str) -> PackageError:
     return PackageError(errors.INTERNAL, f"apt-get failed installing {what}: {detail}")
 
 
-def recover_dpkg(runner: Runner = run) -> bool:
-    """Finish a dpkg run that was interrupted (files left in /var/lib/dpkg/updates)."""
+def _dpkg_audit(runner: Runner) -> str:
+    """What ``dpkg --audit`` lists: packages left half-installed, unpacked or half-configured."""
+    _rc, out, _err = runner(["dpkg", "--audit"], dict(APT_ENV))
+    return out.strip()
+
+
+def _needs_reinstall(runner: Runner) -> List[str]:
+    """Packages dpkg marks half-installed or reinstall-required (``dpkg-query``'s db:Status-Abbrev)."""
+    _rc, out, _err = runner(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}${binary:Package}\\n"], dict(APT_ENV))
+    names = []
+    for line in out.splitlines():
+        abbrev, name = line[:3], line[3:].strip()
+        if name and len(abbrev) == 3 and (abbrev[1] == "H" or abbrev[2] == "R"):
+            names.append(name)
+    return names
+
+
+def recover_dpkg(runner: Runner = run, env: Optional[Dict[str, str]] = None) -> bool:
+    """Finish a dpkg run that was interrupted: journal files left in /var/lib/dpkg/updates, or packages
+    left half-installed, unpacked or half-configured (what ``dpkg --audit`` lists).
+
+    ``dpkg --configure -a`` first, as apt asks; a package whose unpack was cut short cannot be configured
+    (it needs its files again), so ``apt-get install -f`` reinstalls what is still listed after that.
+    """
     try:
         pending = [n for n in os.listdir(DPKG_UPDATES) if n.isdigit()]
     except OSError:
         return False
-    if not pending:
+    if not pending and not _dpkg_audit(runner):
         return False
     rc, out, err = runner(["dpkg", "--configure", "-a"], dict(APT_ENV))
-    if rc != 0:
+    if rc == 0 and not _dpkg_audit(runner):
+        return True
+    # A package killed during its unpack is half-installed (reinstall required): only a reinstall mends it.
+    broken = _needs_reinstall(runner)
+    argv = APT_INSTALL + ["-f"] + (["--reinstall"] + broken if broken else [])
+    rc, out, err = runner(argv, dict(APT_ENV, **(env or {})))
+    left = _dpkg_audit(runner)
+    if rc != 0 or left:
+        detail = (left or err.strip() or out.strip())[-300:]
         raise PackageError(
-            errors.HOST_ERROR, f"dpkg --configure -a could not finish an interrupted install: {err.strip()[-300:]}"
+            errors.HOST_ERROR,
+            f"dpkg --configure -a and apt-get install -f could not finish an interrupted install: {detail}",
         )
     return True
 
@@ -216,7 +247,7 @@ def apt_install(
     specs: Sequence[str], env: Dict[str, str], recommends: bool, lock_timeout: int, runner: Runner = run
 ) -> str:
     wait_for_lock(DPKG_LOCKS, lock_timeout)
-    recover_dpkg(runner)
+    recover_dpkg(runner, env)
     argv = APT_INSTALL + ([] if recommends else ["--no-install-recommends"])
     # apt waits on its own frontend lock too, should another process take it between our check and now.
     argv += ["-o", f"DPkg::Lock::Timeout={max(0, lock_timeout)}"] + list(specs)

@@ -187,7 +187,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import daemon_json
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import daemon_json, docker_service, fileio
 
 
 def default_path() -> str:
@@ -229,6 +229,10 @@ def main() -> None:
         generic_resources=p["generic_resources"],
         runtime=p["runtime"],
     )
+    if not module.check_mode:
+        # A run killed while writing (SIGKILL, power loss) leaves its temp file; it never became the file.
+        for leftover in fileio.remove_stale_temps(os.path.realpath(path)):
+            module.warn(f"removed {leftover}, the temp file of a write that was interrupted")
     try:
         result = daemon_json.configure(
             path,
@@ -243,9 +247,40 @@ def main() -> None:
         failed = daemon_json.result_skeleton(os.path.realpath(path))
         failed.pop("warnings")
         module.fail_json(msg=exc.reason, gpu_install_error=exc.record(), **failed)
+    if not result["changed"] and p["state"] == "present":
+        pending_reload(module, result, options)
     for warning in result.pop("warnings"):
         module.warn(warning)
     module.exit_json(**result)
+
+
+def pending_reload(module: AnsibleModule, result: dict, options: daemon_json.Options) -> None:
+    """The file already says it, but a running dockerd does not show it (a run killed between the write and
+    the reload): report the reload as the change still to make, with a backup for the handler's rollback."""
+    if result["path"] != os.path.realpath(default_path()):
+        return  # not the file this host's dockerd reads
+    info = docker_service.docker_info()
+    runtime = options.runtime_name if options.runtime else None
+    default = options.runtime_name if options.runtime and options.default_runtime else None
+    if info is None or docker_service.ready(info, runtime, default, options.cdi or None):
+        return
+    result["changed"] = True
+    result["restart_needed"] = bool(options.cdi)
+    result["reload_needed"] = not options.cdi
+    how = "restarted" if options.cdi else "reloaded"
+    result["diff"] = {"prepared": f"{result['path']} is as wanted, but dockerd runs without it: it is {how}"}
+    if module.check_mode:
+        return
+    try:
+        with open(result["path"], "rb") as fh:
+            data = fh.read()
+        st = os.stat(result["path"])
+        backup = daemon_json.backup_name(result["path"])
+        fileio.write_atomic(backup, data, st.st_mode & 0o7777, st.st_uid, st.st_gid, like=result["path"])
+        result["backup_file"] = backup
+    except OSError as exc:
+        error = daemon_json.host_error(result["path"], exc, "back up")
+        module.fail_json(msg=error.reason, gpu_install_error=error.record(), **result)
 
 
 if __name__ == "__main__":

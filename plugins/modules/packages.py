@@ -15,7 +15,8 @@ description:
     O(update_cache) the simulation reads fresh package lists fetched into a scratch directory, never the host's.
   - A real run waits up to O(lock_timeout) seconds while another process holds the package manager's lock,
     then fails with exit class 6 naming that process; a dpkg run that was interrupted is finished first
-    (C(dpkg --configure -a)).
+    (C(dpkg --configure -a), then C(apt-get install -f --reinstall) of half-installed packages; exit class 10
+    when that cannot mend it).
   - A package source problem (unknown package, failed download, unsigned repository) fails with exit class 5.
 version_added: "0.1.0"
 author:
