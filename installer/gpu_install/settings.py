@@ -64,6 +64,12 @@ def load(path: str | None) -> tuple[dict[str, Any], str | None]:
         raise GpuInstallError(
             codes.INVALID_INPUT, f"settings file {file} is nested too deeply to be settings: fix it and run again."
         ) from None
+    except (ValueError, IndexError, TypeError, OverflowError) as exc:
+        # PyYAML's own constructors raise these for a tagged scalar they cannot read ("!!float ").
+        raise GpuInstallError(
+            codes.INVALID_INPUT,
+            f"settings file {file} has a value YAML cannot read ({type(exc).__name__}): fix it and run again.",
+        ) from None
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)

@@ -66,6 +66,9 @@ def test_wrong_type_is_exit_4(capsys, tmp_path):
         "!!python/object/apply:os.system ['true']\n",
         "- just\n- a list\n",
         "nvidia_driver_source: !!python/name:os.system\n",
+        "!!float \n",
+        "gpu_verify_timeout: !!int twelve\n",
+        "when: !!timestamp 2026-13-45\n",
     ],
 )
 def test_malformed_or_hostile_settings_are_exit_4(capsys, tmp_path, text):
