@@ -19,7 +19,6 @@ import functools
 import http.server
 import json
 import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hosts import VENV, Host, base_tag, host_wheelhouse, image_labels
+from test_repositories import gateway
 
 SETTINGS = (
     "gpu_install_image_build: true\nnvidia_driver_source: none\nnvidia_container_mode: cdi\ndocker_package: auto\n"
@@ -34,16 +34,6 @@ SETTINGS = (
 ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 # Only NoCloud (the seed below) and no network configuration: Docker owns the host's network.
 CLOUD_CFG_FIXTURE = "datasource_list: [NoCloud, None]\nnetwork:\n  config: disabled\n"
-
-
-def gateway(host: Host) -> str:
-    out = subprocess.run(
-        ["docker", "inspect", "-f", "{{.NetworkSettings.Gateway}}", host.name],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip()
 
 
 def run_generator(host: Host) -> None:
