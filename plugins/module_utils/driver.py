@@ -13,6 +13,7 @@ nouveau blacklist. ``plan()`` never touches the host; the module
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -134,6 +135,15 @@ _FLAVOUR_RE = re.compile(r"^\d+\.\d+(?:\.\d+)?(?:-\d+|\+deb\d+)-([a-z0-9][a-z0-9
 
 HOLD_APT_PATH = "/etc/apt/preferences.d/gpu-install-nvidia-driver.pref"
 HOLD_DNF_PATH = "/etc/dnf/modules.d/nvidia-driver.module"
+HOLD_PATH = {"apt": HOLD_APT_PATH, "dnf": HOLD_DNF_PATH}
+# NVIDIA's runfile installs its own uninstaller; gpu-install records the runfile it ran here.
+RUNFILE_UNINSTALLER = "/usr/bin/nvidia-uninstall"
+RUNFILE_STATE = "/var/lib/gpu-install/nvidia-driver-runfile.sha256"
+RUNFILE_UNINSTALL = [RUNFILE_UNINSTALLER, "--silent"]
+# Written when gpu_install_drain_command drained the node, removed when gpu_install_undrain_command brought it
+# back: a node left drained (a failed run, a reboot gpu-install does not make) is undrained by the next run that
+# finds the driver in place.
+DRAIN_MARKER = "/var/lib/gpu-install/nvidia-driver-drained"
 # Binary packages of the driver's source packages (Debian's nvidia-graphics-drivers, NVIDIA's CUDA repository,
 # Ubuntu's -server builds): one branch for all of them keeps module and libraries in step.
 HOLD_APT_PACKAGES = (
@@ -273,6 +283,16 @@ def plan(facts: Dict[str, Any], settings: Dict[str, Any], mok_enrolled: bool = F
         "signed_modules": False,
         "blacklist": {"path": BLACKLIST_PATH, "content": BLACKLIST_TEXT},
         "initramfs": INITRAMFS[manager],
+        "hold_path": HOLD_PATH[manager],
+        # What leaves first when the driver's source or branch changes (switch(), filled by the module).
+        "installed": {"source": None, "branch": ""},
+        "switch": False,
+        "remove": [],
+        "removed_versions": [],
+        "uninstall_runfile": False,
+        "runfile_uninstall": RUNFILE_UNINSTALL,
+        "runfile_state": RUNFILE_STATE,
+        "drain_marker": DRAIN_MARKER,
     }
     if source == "none":
         return result
@@ -504,3 +524,106 @@ def kernel_guard(kernels: Sequence[Dict[str, Any]], running: Optional[str]) -> O
     return (
         f"The newest installed kernel {newest['release']}{where} has no NVIDIA module: {fix} before rebooting into it."
     )
+
+
+# ---------------------------------------------------------------------------
+# Switching the driver's source or branch on a host that has one installed
+# ---------------------------------------------------------------------------
+# Every package of an NVIDIA driver installation, any source (fnmatch globs): the branch hold's globs, plus
+# RHEL's kernel module packages. The container toolkit (libnvidia-container1 1.17, nvidia-container-toolkit)
+# and Debian's CUDA toolkit (nvidia-cuda-toolkit 12.0) match some of them, but carry no driver branch, so they
+# are never taken for the driver (package_branch below).
+DRIVER_PACKAGE_GLOBS: Tuple[str, ...] = tuple(HOLD_APT_PACKAGES.split()) + ("kmod-nvidia*", "dkms-nvidia*")
+# Which source installed the driver, by the packages that only that source's install has, first match wins
+# (full-match patterns per package manager). NVIDIA's CUDA repository is told by its metapackages: its other
+# packages share their names with Debian's (nvidia-driver, libcuda1, ...).
+INSTALLED_SOURCE: Dict[str, Tuple[Tuple[str, str], ...]] = {
+    "apt": (
+        ("auto", r"cuda-drivers(-\d+)?|nvidia-open(-\d+)?"),
+        ("distro", r"nvidia-driver|nvidia-(open-)?kernel-dkms|nvidia-headless-no-dkms-\d+-server(-open)?"),
+    ),
+    "dnf": (("auto", r"cuda-drivers(-\d+)?|nvidia-open|nvidia-driver|kmod-nvidia.*"),),
+}
+# A branch in a package's name (nvidia-open-550, linux-modules-nvidia-535-server-generic, libnvidia-gl-535).
+_NAME_BRANCH = re.compile(r"-(\d{3,4})(?:-|$)")
+# Driver branches are three or four digits from 300 on (the toolkit's 1.17 and CUDA's 12.0 are not).
+_DRIVER_BRANCH = re.compile(r"[3-9]\d\d|[1-9]\d{3}")
+
+
+def package_branch(name: str, version: Optional[str]) -> Optional[str]:
+    """The driver branch a package belongs to (its name's, else its version's), or None for no driver package."""
+    if not any(fnmatch.fnmatchcase(name, glob) for glob in DRIVER_PACKAGE_GLOBS):
+        return None
+    match = _NAME_BRANCH.search(name)
+    branch = match.group(1) if match else branch_of(version)
+    return branch if branch and _DRIVER_BRANCH.fullmatch(branch) else None
+
+
+def installed_driver(
+    manager: str, installed: Dict[str, str], runfile: bool, loaded_version: Optional[str] = None
+) -> Dict[str, Any]:
+    """{source, branch, packages}: the driver installed now (source None where none is).
+
+    installed: package name -> version. runfile: NVIDIA's uninstaller or gpu-install's runfile record exists.
+    packages: every installed package of a driver branch, name -> branch.
+    """
+    packages = {}
+    for name, version in installed.items():
+        branch = package_branch(name, version)
+        if branch:
+            packages[name] = branch
+    for source, pattern in INSTALLED_SOURCE.get(manager, ()):
+        for name in sorted(installed):
+            if re.fullmatch(pattern, name) and name in packages:
+                return {"source": source, "branch": packages[name], "packages": packages}
+    if runfile:
+        return {"source": "runfile", "branch": branch_of(loaded_version) or "", "packages": packages}
+    return {"source": None, "branch": "", "packages": packages}
+
+
+def switch(
+    target: Dict[str, Any],
+    installed: Dict[str, str],
+    runfile_record: bool,
+    uninstaller: bool,
+    loaded_version: Optional[str] = None,
+) -> Dict[str, Any]:
+    """What leaves before the planned driver goes in: {installed, switch, remove, removed_versions, uninstall_runfile,
+    refusal}.
+
+    target: the plan (manager, source, branch). installed: installed packages, name -> version. runfile_record:
+    gpu-install's record of a runfile it ran; uninstaller: NVIDIA's uninstaller exists. A switch is another
+    source than the installed driver's, or another branch where one is set (an empty branch keeps what is
+    installed). Switching leaves no package of the old branch behind (purged, configuration too: the new
+    branch brings its own); a runfile's driver leaves through NVIDIA's own uninstaller, and a newer runfile
+    replaces an older one by itself.
+    """
+    manager = target.get("manager", "apt")
+    source, branch = target.get("source"), str(target.get("branch") or "")
+    now = installed_driver(manager, installed, runfile_record or uninstaller, loaded_version)
+    result: Dict[str, Any] = {
+        "installed": {"source": now["source"], "branch": now["branch"]},
+        "switch": False,
+        "remove": [],
+        "removed_versions": [],
+        "uninstall_runfile": False,
+        "refusal": None,
+    }
+    if source in (None, "none") or now["source"] is None:
+        return result
+    if now["source"] == source and (source == "runfile" or not branch or now["branch"] == branch):
+        return result
+    result["switch"] = True
+    if now["source"] == "runfile":
+        if not uninstaller:
+            result["refusal"] = _refuse(
+                f"The NVIDIA driver on this host was installed from a runfile and {RUNFILE_UNINSTALLER} is missing, so "
+                f"it cannot be removed before nvidia_driver_source: {source} installs packages: remove the runfile's "
+                "driver by hand (NVIDIA's installer: --uninstall), then run gpu-install again."
+            )
+            return result
+        result["uninstall_runfile"] = True
+        return result
+    result["remove"] = sorted(name for name, old in now["packages"].items() if old == now["branch"])
+    result["removed_versions"] = [f"{name} {installed.get(name, '')}".strip() for name in result["remove"]]
+    return result

@@ -266,10 +266,12 @@ def apt_update(env: Dict[str, str], lock_timeout: int, runner: Runner = run) -> 
         raise _apt_failure("the package lists", out + err)
 
 
-def apt_remove(names: Sequence[str], lock_timeout: int, runner: Runner = run) -> str:
+def apt_remove(names: Sequence[str], lock_timeout: int, runner: Runner = run, purge: bool = False) -> str:
+    """Remove packages (purge: their configuration files too, as ``apt-get purge``)."""
     wait_for_lock(DPKG_LOCKS, lock_timeout)
     recover_dpkg(runner)
-    rc, out, err = runner(["apt-get", "remove", "-y", "-q"] + list(names), dict(APT_ENV))
+    argv = ["apt-get", "purge" if purge else "remove", "-y", "-q", "-o", f"DPkg::Lock::Timeout={max(0, lock_timeout)}"]
+    rc, out, err = runner(argv + list(names), dict(APT_ENV))
     if rc != 0:
         raise _apt_failure(" ".join(names), out + err)
     return out

@@ -18,6 +18,8 @@ description:
   - Returns C(refusal) (exit class 3 and one sentence) where the host or the settings cannot be served -
     RHEL with C(source=distro), a GPU the chosen kernel modules do not support, Secure Boot with
     unsigned modules and no enrolled DKMS key.
+  - Where a driver from another source or branch is installed (a switch), returns what leaves first - the old
+    branch's packages (C(remove)), or a runfile's driver through NVIDIA's uninstaller (C(uninstall_runfile)).
   - Reads only; it runs the same in check mode. The decisions live in the module_utils C(driver).
 author:
   - gpu-install maintainers
@@ -77,6 +79,18 @@ refusal:
   description: C({code, reason}) when the role must stop before any change, else null.
   returned: always
   type: dict
+manager:
+  description: The host's package manager (apt or dnf).
+  returned: always
+  type: str
+source:
+  description: The driver's source (C(nvidia_driver_source)).
+  returned: always
+  type: str
+signed_modules:
+  description: The source's kernel modules are precompiled and signed by the distribution (Ubuntu's).
+  returned: always
+  type: bool
 kernel_modules:
   description: The kernel module flavour chosen (open or proprietary); null for source none or a refusal.
   returned: always
@@ -126,6 +140,45 @@ reboot_needed:
   description: With O(after_install) - the installed driver can only run after a reboot.
   returned: always
   type: bool
+hold_path:
+  description: Where this package manager's branch hold lives (removed when a switch leaves no branch to hold).
+  returned: always
+  type: str
+installed:
+  description: C({source, branch}) of the driver installed now (source null where none is; runfile by its uninstaller).
+  returned: always
+  type: dict
+switch:
+  description: The installed driver comes from another source, or another branch than the one set.
+  returned: always
+  type: bool
+remove:
+  description: Packages of the installed driver's branch, purged before the new driver goes in (a switch).
+  returned: always
+  type: list
+  elements: str
+removed_versions:
+  description: The same packages with their installed versions (C(name version)), for the plan.
+  returned: always
+  type: list
+  elements: str
+uninstall_runfile:
+  description: A runfile's driver is removed with NVIDIA's C(nvidia-uninstall --silent) first (a switch to packages).
+  returned: always
+  type: bool
+runfile_uninstall:
+  description: NVIDIA's uninstaller's command line (argv).
+  returned: always
+  type: list
+  elements: str
+runfile_state:
+  description: Where gpu-install records the runfile it ran (removed with the runfile's driver).
+  returned: always
+  type: str
+drain_marker:
+  description: The file that says gpu-install drained the node and has not undrained it yet.
+  returned: always
+  type: str
 """
 
 import os
@@ -133,7 +186,7 @@ import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import driver, gpu_detect
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import driver, gpu_detect, pkgmgr
 
 MOK_PUBLIC_KEYS = ("/var/lib/dkms/mok.pub", "/var/lib/shim-signed/mok/MOK.der")
 
@@ -172,6 +225,18 @@ def main() -> None:
     mok = bool(facts.get("secure_boot")) and _mok_enrolled()
     result = driver.plan(facts, settings, mok_enrolled=mok)
     result["reboot_needed"] = False
+    if not p["after_install"] and p["source"] != "none":
+        # A driver installed from another source or branch leaves first (read-only probes: the same in check mode).
+        moved = driver.switch(
+            result,
+            pkgmgr.installed_versions(),
+            runfile_record=os.path.exists(driver.RUNFILE_STATE),
+            uninstaller=os.path.exists(driver.RUNFILE_UNINSTALLER),
+            loaded_version=(facts.get("driver") or {}).get("version"),
+        )
+        refusal = moved.pop("refusal")
+        result.update(moved)
+        result["refusal"] = result["refusal"] or refusal
     if p["after_install"] and p["source"] != "none":
         package = (facts.get("driver") or {}).get("package") or {}
         installed = p["installed_version"] or package.get("version")

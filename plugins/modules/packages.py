@@ -34,6 +34,11 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  purge:
+    description:
+      - With O(state=absent), remove the packages' configuration files too (apt C(purge); dnf has none to keep).
+    type: bool
+    default: false
   update_cache:
     description:
       - Refresh the package lists before installing (only when something is missing).
@@ -156,6 +161,7 @@ def main() -> None:
             "names": {"type": "list", "elements": "str", "required": True},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "update_cache": {"type": "bool", "default": False},
+            "purge": {"type": "bool", "default": False},
             "lock_timeout": {"type": "int", "default": 300},
             "proxy": {"type": "str", "default": ""},
             "install_recommends": {"type": "bool", "default": False},
@@ -185,7 +191,7 @@ def main() -> None:
     }
     if not todo:
         module.exit_json(**result)
-    verb = "install" if p["state"] == "present" else "remove"
+    verb = "install" if p["state"] == "present" else ("purge" if p["purge"] and mgr == "apt" else "remove")
     try:
         if module.check_mode:
             if p["state"] == "present" and p["simulate"] and mgr == "apt":
@@ -196,7 +202,7 @@ def main() -> None:
             elif p["state"] == "present" and p["simulate"] and mgr == "dnf":
                 pkgmgr.dnf_install(todo, env, p["lock_timeout"], check=True)
             lines = [f"{verb} {t['name']} {t['version']}" for t in result["transaction"]] or [
-                f"{verb} {n}" for n in todo
+                f"{verb} {n} {installed[n]}" if p["state"] == "absent" else f"{verb} {n}" for n in todo
             ]
             result["diff"] = {"prepared": "\n".join(lines)}
             module.exit_json(**result)
@@ -206,7 +212,7 @@ def main() -> None:
                     pkgmgr.apt_update(env, p["lock_timeout"])
                 pkgmgr.apt_install(todo, env, p["install_recommends"], p["lock_timeout"])
             else:
-                pkgmgr.apt_remove(todo, p["lock_timeout"])
+                pkgmgr.apt_remove(todo, p["lock_timeout"], purge=p["purge"])
         elif p["state"] == "present":
             pkgmgr.dnf_install(todo, env, p["lock_timeout"], check=False)
         else:
@@ -224,7 +230,9 @@ def main() -> None:
             module.exit_json(**result)
         result.update(installable=False, reason=exc.reason)
         module.fail_json(msg=exc.reason, gpu_install_error=record, **result)
-    result["diff"] = {"prepared": "\n".join(f"{verb} {n}" for n in todo)}
+    result["diff"] = {
+        "prepared": "\n".join(f"{verb} {n} {installed[n]}" if p["state"] == "absent" else f"{verb} {n}" for n in todo)
+    }
     module.exit_json(**result)
 
 

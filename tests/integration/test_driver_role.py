@@ -84,17 +84,16 @@ echo "$@" >> {STAND_IN_LOG}
 """
 
 
-@pytest.fixture(scope="module")
-def stand_in_runfile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(url, sha256) of the stand-in .run, served over the Docker bridge gateway."""
+@contextlib.contextmanager
+def serve_runfile(work: Path, installer_text: str) -> Iterator[tuple[str, str]]:
+    """(url, sha256) of a stand-in .run whose nvidia-installer is installer_text, served over the Docker bridge."""
     makeself = shutil.which("makeself")
     gateway = bridge_gateway()
     if makeself is None or gateway is None:
         pytest.fail("needs makeself (Debian package) and the Docker bridge: scripts/test installs makeself")
-    work = tmp_path_factory.mktemp("runfile")
     (work / "payload").mkdir()
     installer = work / "payload" / "nvidia-installer"
-    installer.write_text(STAND_IN_INSTALLER)
+    installer.write_text(installer_text)
     installer.chmod(0o755)
     header = Path("/usr/share/makeself/makeself-header.sh").read_text()
     refusal = re.compile(r'-\*\)\n\techo Unrecognized flag : "\\\$1" >&2\n\tMS_Help\n\texit 1\n\t;;')
@@ -129,6 +128,13 @@ def stand_in_runfile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def stand_in_runfile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(url, sha256) of the stand-in .run, served over the Docker bridge gateway."""
+    with serve_runfile(tmp_path_factory.mktemp("runfile"), STAND_IN_INSTALLER) as served:
+        yield served
 
 
 def test_runfile_with_the_pinned_checksum_runs_silently_with_dkms(bookworm_host, stand_in_runfile):
