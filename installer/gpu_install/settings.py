@@ -144,13 +144,32 @@ PATTERNS: dict[str, tuple[str, str]] = {
     ),
     # A Docker image reference (registry/name:tag@digest); never an option (no leading "-").
     "gpu_verify_image": (r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}", "an image reference, e.g. debian:bookworm-slim"),
+    # An inventory host name (a name, an IPv4 or IPv6 address), or empty.
+    "gpu_install_drain_delegate_to": (
+        r"(?:[A-Za-z0-9_][A-Za-z0-9_.:-]{0,253})?",
+        "an inventory host name (letters, digits, '.', '_', ':', '-'), or empty",
+    ),
 }
+# The site playbook's batch sizes (a play keyword): a host count or a percentage, or a list of them.
+_SERIAL = (r"(?:[0-9]{1,7}|[0-9]{1,3}(?:\.[0-9]{1,3})?%)", 'a host count or a percentage such as "25%"')
+_SERIAL_ITEMS = 100
 _URLS = {"nvidia_driver_runfile_url": ("http", "https", "file")}
 
 
 def _check(name: str, value: Any) -> list[str]:
     import re
 
+    if name == "gpu_install_serial":
+        items = value if isinstance(value, list) else [value]
+        good = 0 < len(items) <= _SERIAL_ITEMS and all(
+            isinstance(i, (int, str)) and not isinstance(i, bool) and re.fullmatch(_SERIAL[0], str(i)) for i in items
+        )
+        if not good:
+            what = f"{_SERIAL[1]}, or a list of at most {_SERIAL_ITEMS} of them"
+            return [f"{name} must be {what}, not {_short(str(value))}"]
+        return []
+    if name == "gpu_install_max_fail_percentage" and isinstance(value, int) and not 0 <= value <= 100:
+        return [f"{name} must be a percentage between 0 and 100, not {value}"]
     if isinstance(value, int) and not isinstance(value, bool):
         if not 0 <= value <= MAX_SECONDS:
             return [f"{name} must be between 0 and {MAX_SECONDS} (seconds), not {_short(str(value))}"]

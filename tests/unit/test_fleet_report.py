@@ -1,0 +1,375 @@
+"""The fleet report: host records, report.json's schema, report.html, and the site playbook's batch settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import module_utils
+
+from gpu_install import settings
+from gpu_install.collection import collections_path
+
+REPO = Path(__file__).resolve().parents[2]
+fleet = module_utils("fleet_report")
+
+# What gpu_facts gives on a bookworm host with docker.io, the toolkit and one GPU (trimmed to what the report reads,
+# plus keys it must ignore).
+FACTS = {
+    "schema": 1,
+    "os": {"id": "debian", "version_id": "12", "codename": "bookworm", "name": "Debian GNU/Linux 12 (bookworm)"},
+    "docker": {
+        "flavour": "docker.io",
+        "version": "20.10.24",
+        "package": {"name": "docker.io", "version": "20.10.24+dfsg1-1"},
+    },
+    "driver": {"loaded": True, "version": "535.261.03", "flavour": "proprietary", "package": None},
+    "container_toolkit": {"installed": True, "version": "1.17.8", "package": {"name": "nvidia-container-toolkit"}},
+    "gpus": [
+        {
+            "pci_address": "0000:00:06.0",
+            "name": "NVIDIA H100 80GB HBM3",
+            "uuid": "GPU-d797d853-7e5b-0993-a5ec-b02ca97045ca",
+        }
+    ],
+    "problems": [],
+}
+HOSTILE_HOST = '<script>alert("x")</script>&"gpu"\'-1'
+HOSTILE_REASON = '<img src=x onerror="alert(1)"> daemon.json & </td></tr><tr><td>forged'
+
+
+def test_a_converged_host_records_its_facts_and_a_passed_verify():
+    record = fleet.host_record(FACTS, verify_result={"changed": False, "verified": True})
+    row = fleet.host_row("gpu-1", record, changed=3)
+    assert row == {
+        "host": "gpu-1",
+        "status": "changed",
+        "exit_code": 0,
+        "reason": None,
+        "os": {"name": "Debian GNU/Linux 12 (bookworm)", "id": "debian", "version": "12"},
+        "docker": {"flavour": "docker.io", "version": "20.10.24"},
+        "driver_version": "535.261.03",
+        "toolkit_version": "1.17.8",
+        "gpus": [{"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-d797d853-7e5b-0993-a5ec-b02ca97045ca"}],
+        "verify": "passed",
+        "reboot_required": False,
+        "changed": 3,
+    }
+    assert fleet.host_row("gpu-1", record, changed=0)["status"] == "ok"
+
+
+def test_a_classified_failure_keeps_its_code_and_reason():
+    result = {"failed": True, "msg": "x", "gpu_install_error": {"code": 4, "reason": "daemon.json is not JSON."}}
+    record = fleet.host_record(FACTS, failed_task="Merge daemon.json", failed_result=result)
+    row = fleet.host_row("gpu-2", record, changed=2)
+    assert (row["status"], row["exit_code"], row["reason"], row["changed"]) == (
+        "failed",
+        4,
+        "daemon.json is not JSON.",
+        2,
+    )
+    assert row["verify"] is None  # the run never got there
+
+
+@pytest.mark.parametrize(
+    "result,reason",
+    [
+        ({"msg": "non-zero return code", "stderr": "oops"}, "task 'Do it' failed: non-zero return code"),
+        ({"msg": "", "stderr": "oops"}, "task 'Do it' failed: oops"),
+        ({}, "task 'Do it' failed: a task failed"),
+        ({"msg": "m", "gpu_install_error": {"code": 42, "reason": "no such class"}}, "task 'Do it' failed: m"),
+        ({"msg": "m", "gpu_install_error": "not a record"}, "task 'Do it' failed: m"),
+    ],
+)
+def test_an_unclassified_failure_is_exit_1_naming_the_task_as_the_cli_says_it(result, reason):
+    assert fleet.failure_error("Do it", result) == {"code": 1, "reason": reason}
+    engine = (REPO / "installer" / "gpu_install" / "engine.py").read_text()
+    assert "f\"task '{first.get('task')}' failed: {msg}\"" in engine, "the CLI phrases it differently now"
+    assert 'res.get("msg") or res.get("stderr") or res.get("reason")' in engine
+
+
+def test_a_host_that_did_not_answer_is_unreachable_with_exit_10():
+    probe = {
+        "unreachable": True,
+        "msg": "Task failed: Failed to connect to the host via ssh: ssh: connect to host 192.0.2.9:\n timed out",
+    }
+    record = fleet.host_record(
+        {}, image_build=True, failed_task="Stop here", failed_result={"msg": "x"}, unreachable=probe
+    )
+    row = fleet.host_row("gone", record, changed=0)
+    assert (row["status"], row["exit_code"]) == ("unreachable", 10)
+    assert row["reason"].startswith("the host did not answer: Failed to connect") and "\n" not in row["reason"]
+    assert row["os"] is None and row["gpus"] == [] and row["verify"] is None
+
+
+def test_a_host_the_run_never_reached_or_lost_is_unreachable():
+    lost = fleet.unreachable_row("lost", changed=4)
+    assert (lost["status"], lost["exit_code"], lost["changed"]) == ("unreachable", 10, 4)
+    never = fleet.not_run_row("later")
+    assert (never["status"], never["exit_code"], never["changed"]) == ("unreachable", None, 0)
+    assert never["reason"].startswith("not run:")
+
+
+def test_an_image_build_skips_verify_and_never_reports_a_reboot():
+    record = fleet.host_record(FACTS, verify_result={"skipped": True}, image_build=True, reboot_required=True)
+    assert (record["verify"], record["reboot_required"], record["exit_code"]) == ("skipped", False, 0)
+    assert fleet.host_record(FACTS, verify_result=None, image_build=True)["verify"] == "skipped"
+
+
+def test_a_pending_reboot_is_exit_9_with_the_clis_sentence():
+    record = fleet.host_record(FACTS, verify_result={"skipped": True}, reboot_required=True)
+    assert (record["verify"], record["reboot_required"], record["exit_code"]) == ("skipped", True, 9)
+    apply_py = (REPO / "installer" / "gpu_install" / "commands" / "apply.py").read_text()
+    assert f'"{fleet.REBOOT_REASON}"' in apply_py, "apply's sentence for exit 9 changed: keep REBOOT_REASON the same"
+
+
+def test_a_failed_verify_is_reported_as_failed():
+    result = {"failed": True, "verified": False, "gpu_install_error": {"code": 8, "reason": "GPU-1 not seen."}}
+    record = fleet.host_record(FACTS, verify_result=result, failed_task="Prove", failed_result=result)
+    assert (record["verify"], record["exit_code"]) == ("failed", 8)
+
+
+def _four_states() -> list[dict]:
+    ok = fleet.host_row("b-ok", fleet.host_record(FACTS, {"verified": True}), 0)
+    changed = fleet.host_row("a-changed", fleet.host_record(FACTS, {"verified": True}), 7)
+    failed = fleet.host_row(
+        HOSTILE_HOST,
+        fleet.host_record(
+            FACTS, failed_task="t", failed_result={"gpu_install_error": {"code": 4, "reason": HOSTILE_REASON}}
+        ),
+        1,
+    )
+    gone = fleet.host_row("c-gone", fleet.host_record({}, unreachable={"unreachable": True, "msg": "no route"}), 0)
+    return [ok, changed, gone, failed]
+
+
+def test_report_json_has_exactly_the_schema_and_lists_failures_first():
+    data = fleet.report(_four_states())
+    assert set(data) == {"schema", "hosts"} and data["schema"] == 1
+    assert [h["status"] for h in data["hosts"]] == ["failed", "unreachable", "changed", "ok"]
+    for row in data["hosts"]:
+        assert list(row) == list(fleet.ROW_KEYS)
+        assert row["status"] in ("ok", "changed", "failed", "unreachable")
+        assert isinstance(row["gpus"], list) and isinstance(row["reboot_required"], bool)
+        assert row["exit_code"] is None or isinstance(row["exit_code"], int)
+        assert row["verify"] in (None, "passed", "failed", "skipped")
+    assert json.loads(fleet.render_json(data)) == data
+    assert fleet.counts(data) == {"failed": 1, "unreachable": 1, "changed": 1, "ok": 1}
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs.extend(attrs)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_report_html_escapes_hostile_hostnames_and_reasons():
+    page = fleet.render_html(fleet.report(_four_states()))
+    assert HOSTILE_HOST not in page and HOSTILE_REASON not in page
+    parsed = _Page()
+    parsed.feed(page)
+    assert "script" not in parsed.tags and "img" not in parsed.tags
+    assert not any(name.startswith("on") for name, _ in parsed.attrs)
+    text = "".join(parsed.text)
+    assert HOSTILE_HOST in text and HOSTILE_REASON in text  # shown as text, whole
+    assert parsed.tags.count("tr") == 1 + 4  # the header and one row per host: the forged row stayed text
+
+
+def test_report_html_is_self_contained_with_counts_and_failures_first():
+    page = fleet.render_html(fleet.report(_four_states()))
+    parsed = _Page()
+    parsed.feed(page)
+    assert not {"script", "link", "img", "iframe"} & set(parsed.tags)
+    assert not {"src", "href"} & {name for name, _ in parsed.attrs}
+    assert "url(" not in page.split("</style>")[0] and "@import" not in page
+    assert 'aria-label="1 failed, 1 unreachable, 1 changed, 1 ok"' in page
+    rows = page[page.index("<tbody>") :]
+    order = [rows.index(x) for x in ("&lt;script&gt;", "c-gone", "a-changed", "b-ok")]
+    assert order == sorted(order)
+    attention = page[page.index("Needs attention") : page.index("<table>")]
+    assert "c-gone" in attention and "b-ok" not in attention and "(exit 4: invalid input" in attention
+
+
+def test_report_html_of_an_empty_fleet_still_renders():
+    page = fleet.render_html(fleet.report([]))
+    assert "0 hosts" in page and "no hosts" in page
+
+
+# --- the site playbook's settings ------------------------------------------------------------------------------
+
+
+def _defaults() -> dict:
+    return yaml.safe_load((REPO / "roles" / "gpu_install" / "defaults" / "main.yml").read_text())
+
+
+def test_site_playbook_falls_back_to_the_roles_defaults_for_its_play_keywords():
+    site = yaml.safe_load((REPO / "playbooks" / "site.yml").read_text())
+    main = next(play for play in site if play["name"] == "Make hosts run GPU containers")
+    defaults = _defaults()
+    for keyword, name in (("serial", "gpu_install_serial"), ("max_fail_percentage", "gpu_install_max_fail_percentage")):
+        literal = re.fullmatch(r"\{\{ " + name + r" \| default\((.*)\) \}\}", main[keyword])
+        assert literal, main[keyword]
+        assert yaml.safe_load(literal.group(1)) == defaults[name]
+    assert site[-1]["hosts"] == "localhost" and site[-1]["gather_facts"] is False
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "gpu_install_serial: 1\n",
+        "gpu_install_serial: '25%'\n",
+        "gpu_install_serial: [1, '10%', '25%']\n",
+        "gpu_install_max_fail_percentage: 0\n",
+        "gpu_install_drain_delegate_to: k8s-control-1.example\n",
+        "gpu_install_drain_delegate_to: ''\n",
+    ],
+)
+def test_batch_and_drain_settings_accept_ordinary_values(tmp_path, text):
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    values, _source = settings.load(str(path))
+    assert values == yaml.safe_load(text)
+
+
+@pytest.mark.parametrize(
+    "text,named",
+    [
+        ("gpu_install_serial: '1; reboot'\n", "gpu_install_serial"),
+        ("gpu_install_serial: [1, 'all']\n", "gpu_install_serial"),
+        ("gpu_install_serial: []\n", "gpu_install_serial"),
+        ("gpu_install_serial: true\n", "gpu_install_serial"),
+        ("gpu_install_serial: {a: 1}\n", "gpu_install_serial"),
+        ("gpu_install_max_fail_percentage: 150\n", "gpu_install_max_fail_percentage"),
+        ("gpu_install_drain_delegate_to: '-oProxyCommand=x'\n", "gpu_install_drain_delegate_to"),
+    ],
+)
+def test_batch_and_drain_settings_refuse_what_they_cannot_mean(tmp_path, text, named):
+    from gpu_install.errors import GpuInstallError
+
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    with pytest.raises(GpuInstallError) as exc:
+        settings.load(str(path))
+    assert exc.value.code == 4 and named in exc.value.reason
+
+
+# --- the report action in a real ansible-playbook run ----------------------------------------------------------
+
+PLAYBOOK = """
+- name: Hosts that change, fail or never run
+  hosts: one:two:three
+  gather_facts: false
+  tasks:
+    - block:
+        - name: Change something
+          ansible.builtin.command: "true"
+          changed_when: true
+          loop: [1, 2]
+        - name: Change something on one host only
+          ansible.builtin.command: "true"
+          changed_when: inventory_hostname == 'two'
+          notify: a handler
+        - name: Fail on one host
+          ansible.builtin.command: sh -c 'echo broken >&2; exit 3'
+          when: inventory_hostname == 'three'
+        - name: Record
+          gpu_install.nvidia.fleet_record:
+            facts: {}
+          register: __gpu_install_outcome
+      rescue:
+        - name: Record the failure
+          gpu_install.nvidia.fleet_record:
+            facts: {}
+            failed_task: "{{ ansible_failed_task.name }}"
+            failed_result: "{{ ansible_failed_result }}"
+            fail_host: true
+          register: __gpu_install_outcome
+  handlers:
+    - name: A handler
+      ansible.builtin.command: "true"
+      changed_when: true
+      listen: a handler
+
+- name: Report
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Write the report
+      gpu_install.nvidia.fleet_report:
+        hosts: [one, two, three, later]
+        dest: "{{ report_dir }}"
+"""
+
+
+def _recap(out: str) -> dict[str, int]:
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s*: ok=\d+\s+changed=(\d+)", out, flags=re.M)}
+
+
+def test_report_changed_counts_equal_the_play_recap_in_a_real_run(tmp_path):
+    """The action finds the run's statistics in the controller's memory: its counts are PLAY RECAP's."""
+    inventory = tmp_path / "hosts.ini"
+    python = sys.executable
+    inventory.write_text(
+        "".join(f"{h} ansible_connection=local ansible_python_interpreter={python}\n" for h in ("one", "two", "three"))
+        + "later ansible_host=192.0.2.1\n"
+    )
+    (tmp_path / "pb.yml").write_text(PLAYBOOK)
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=str(collections_path()),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+    )
+    env.pop("GPU_INSTALL_REPORT_DIR", None)
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    proc = subprocess.run(
+        [playbook, "-i", str(inventory), str(tmp_path / "pb.yml"),
+         "-e", json.dumps({"report_dir": str(tmp_path / "report")})],
+        capture_output=True, text=True, env=env, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out  # one host failed
+    assert (tmp_path / "report" / "report.json").is_file(), out
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    rows = {row["host"]: row for row in data["hosts"]}
+    recap = _recap(out)
+    assert recap["two"] == 3  # the loop, the one-host task and its handler
+    for host in ("one", "two", "three"):
+        assert rows[host]["changed"] == recap[host], (host, out)
+    assert (rows["one"]["status"], rows["two"]["status"]) == ("changed", "changed")
+    assert (rows["three"]["status"], rows["three"]["exit_code"]) == ("failed", 1)
+    assert rows["three"]["reason"] == "task 'Fail on one host' failed: non-zero return code"
+    assert (rows["later"]["status"], rows["later"]["exit_code"]) == ("unreachable", None)
+    assert [row["host"] for row in data["hosts"]][:2] == ["three", "later"]
+    assert (tmp_path / "report" / "report.html").read_text().count("<tr>") == 1 + 4
+
+
+def test_without_the_runs_statistics_the_action_says_so():
+    sys.path.insert(0, str(collections_path()))
+    from ansible_collections.gpu_install.nvidia.plugins.action import fleet_report as action
+
+    assert action._running_playbook() is None  # no ansible-playbook here
+
+
+def test_report_html_lists_a_host_waiting_for_a_reboot_among_those_needing_attention():
+    waiting = fleet.host_row("needs-reboot", fleet.host_record(FACTS, {"skipped": True}, reboot_required=True), 9)
+    page = fleet.render_html(fleet.report([*_four_states(), waiting]))
+    attention = page[page.index("Needs attention") : page.index("<table>")]
+    assert "needs-reboot" in attention and "exit 9: reboot required to finish" in attention
