@@ -1,9 +1,13 @@
-"""The gpu-install command line: one module per subcommand, one error class, versioned JSON."""
+"""The gpu-install command line: one module per subcommand, one error class, versioned JSON.
+
+Imports are lazy: ``gpu-install detect --json`` is run by scripts and monitoring, and its time is mostly
+the interpreter's start and what it imports (bench/detect measures it). Each subcommand's module, the
+error classes and the output helpers are imported when they are needed, not at start.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
@@ -24,6 +28,34 @@ EXIT_HELP = """exit codes:
 """
 
 
+class _LazyWidth(argparse.HelpFormatter):
+    """argparse's formatter, sized to the terminal only when it formats text.
+
+    argparse makes a formatter for every add_argument (to check the metavar), and the stock one asks the
+    terminal's width at once, which imports shutil (and with it zlib, bz2 and lzma): a few milliseconds
+    of every run spent for help text that is rarely printed. The width is the one argparse would use.
+    """
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ) -> None:
+        self._lazy_position = max_help_position if width is None else None
+        super().__init__(prog, indent_increment, max_help_position, 80 if width is None else width)
+
+    def format_help(self) -> str:
+        if self._lazy_position is not None:
+            import shutil
+
+            self._width = shutil.get_terminal_size().columns - 2
+            self._max_help_position = min(self._lazy_position, max(self._width - 20, self._indent_increment * 2))
+            self._lazy_position = None
+        return super().format_help()
+
+
+class _LazyWidthRaw(_LazyWidth, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
 def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-c",
@@ -40,15 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gpu-install",
         description="Make this Linux host run GPU containers.",
         epilog=EXIT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_LazyWidthRaw,
     )
     parser.add_argument("--version", action="version", version=f"gpu-install {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # prog given: argparse would format the usage (no positionals before COMMAND: just the program's name)
+    # to compute it, and formatting asks the terminal's width.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog=parser.prog)
     sub.required = True
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, formatter_class=_LazyWidth)
     common.add_argument("--json", action="store_true", help="print one machine-readable JSON result")
     for name, help_text in SUBCOMMANDS.items():
-        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text, formatter_class=_LazyWidth)
         if name == "detect":
             p.add_argument("--root", metavar="DIR", help="read every file under DIR instead of this host")
         if name in ("plan", "apply", "verify", "doctor", "cloud-init"):
@@ -110,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         refusal = _platform_refusal(args)
         if refusal:
             raise GpuInstallError(codes.UNSUPPORTED, refusal)
-        command = importlib.import_module(f".commands.{args.command.replace('-', '_')}", __package__)
+        from importlib import import_module
+
+        command = import_module(f".commands.{args.command.replace('-', '_')}", __package__)
         return int(command.run(args))
     except GpuInstallError as err:
         _report_error(err, want_json)

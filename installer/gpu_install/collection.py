@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -39,6 +38,8 @@ def collections_path() -> Path:
     src = _source_checkout()
     if src is None:
         raise RuntimeError("the gpu_install.nvidia collection is missing from this installation")
+    import tempfile  # only here (a source checkout): it costs gpu-install detect a few ms at start
+
     farm = Path(tempfile.gettempdir()) / f"gpu-install-src-{os.getuid()}"
     link = farm / "ansible_collections" / NAMESPACE / NAME
     if not (link.is_symlink() and link.resolve() == src):
