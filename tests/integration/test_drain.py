@@ -13,6 +13,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -236,13 +237,16 @@ def test_a_delegated_drain_runs_on_the_controller_with_the_hosts_inventory_name(
         gpu_install_drain_delegate_to="localhost",
     )
     (tmp_path / "vars.json").write_text(json.dumps(wanted))
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.json"),
-         "-e", f"@{tmp_path / 'vars.json'}", str(tmp_path / "site.yml")],
-        capture_output=True, text=True, check=False, timeout=1500,
-        env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(tmp_path), "ANSIBLE_NOCOLOR": "1",
-             "ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_HOST_KEY_CHECKING": "False"},
-    )  # fmt: skip
+    # SSH's control sockets need a short path (a Unix socket's path is at most 107 bytes): not under tmp_path.
+    with tempfile.TemporaryDirectory(prefix="cp-", dir="/tmp") as control_dir:
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.json"),
+             "-e", f"@{tmp_path / 'vars.json'}", str(tmp_path / "site.yml")],
+            capture_output=True, text=True, check=False, timeout=1500,
+            env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(tmp_path), "ANSIBLE_NOCOLOR": "1",
+                 "ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_HOST_KEY_CHECKING": "False",
+                 "ANSIBLE_SSH_CONTROL_PATH_DIR": control_dir},
+        )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     here = socket.gethostname()
     assert controller_log.read_text().splitlines() == [f"drain gpu-node-7 {here}", f"undrain gpu-node-7 {here}"]

@@ -91,7 +91,7 @@ def serve_runfile(work: Path, installer_text: str) -> Iterator[tuple[str, str]]:
     gateway = bridge_gateway()
     if makeself is None or gateway is None:
         pytest.fail("needs makeself (Debian package) and the Docker bridge: scripts/test installs makeself")
-    (work / "payload").mkdir()
+    (work / "payload").mkdir(parents=True)
     installer = work / "payload" / "nvidia-installer"
     installer.write_text(installer_text)
     installer.chmod(0o755)

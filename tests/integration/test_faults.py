@@ -73,7 +73,8 @@ def converged(host: Host, losses: list[str]) -> None:
     """The next apply converges: exit 0, nothing of ours left behind, the user's keys kept."""
     rc, result = apply(host)
     if rc != 0:
-        losses.append(f"next apply exit {rc}: {result.get('error')}")
+        journal = host.run(["journalctl", "-u", "docker", "--no-pager", "-o", "cat", "-n", "25"], check=False).stdout
+        losses.append(f"next apply exit {rc}: {result.get('error')}; docker's journal:\n{journal}")
     state = check(host)
     if not (state["valid"] and state["user_keys"] and state["nvidia"]):
         losses.append(f"daemon.json after the next apply: {state}")
