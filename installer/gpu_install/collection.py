@@ -10,44 +10,56 @@ checkout stands in for it.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-from pathlib import Path
-from types import ModuleType
+
+# typing.TYPE_CHECKING without importing typing (mypy reads any TYPE_CHECKING name as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import ModuleType
 
 NAMESPACE = "gpu_install"
 NAME = "nvidia"
 FQCN = f"{NAMESPACE}.{NAME}"
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+# os.path, not pathlib, on the import path of every subcommand: pathlib brings urllib.parse and ipaddress with
+# it, a few milliseconds of `gpu-install detect` (bench/detect). Callers that want a Path get one.
+_PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
 
 
-def _source_checkout() -> Path | None:
-    root = _PACKAGE_DIR.parent.parent
-    if (root / "galaxy.yml").is_file() and (root / "plugins" / "module_utils").is_dir():
+def _source_checkout() -> str | None:
+    root = os.path.dirname(os.path.dirname(_PACKAGE_DIR))
+    checkout = os.path.isfile(os.path.join(root, "galaxy.yml"))
+    if checkout and os.path.isdir(os.path.join(root, "plugins", "module_utils")):
         return root
     return None
 
 
-def collections_path() -> Path:
-    """The directory that holds ``ansible_collections/gpu_install/nvidia``."""
-    bundled = _PACKAGE_DIR / "_collection"
-    if (bundled / "ansible_collections" / NAMESPACE / NAME).is_dir():
+def _collections_path() -> str:
+    bundled = os.path.join(_PACKAGE_DIR, "_collection")
+    if os.path.isdir(os.path.join(bundled, "ansible_collections", NAMESPACE, NAME)):
         return bundled
     src = _source_checkout()
     if src is None:
         raise RuntimeError("the gpu_install.nvidia collection is missing from this installation")
     import tempfile  # only here (a source checkout): it costs gpu-install detect a few ms at start
 
-    farm = Path(tempfile.gettempdir()) / f"gpu-install-src-{os.getuid()}"
-    link = farm / "ansible_collections" / NAMESPACE / NAME
-    if not (link.is_symlink() and link.resolve() == src):
-        link.parent.mkdir(parents=True, exist_ok=True)
-        tmp = link.with_name(f".{NAME}.{os.getpid()}")
-        tmp.symlink_to(src)
+    farm = os.path.join(tempfile.gettempdir(), f"gpu-install-src-{os.getuid()}")
+    link = os.path.join(farm, "ansible_collections", NAMESPACE, NAME)
+    if not (os.path.islink(link) and os.path.realpath(link) == src):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(link), f".{NAME}.{os.getpid()}")
+        os.symlink(src, tmp)
         os.replace(tmp, link)
     return farm
+
+
+def collections_path() -> Path:
+    """The directory that holds ``ansible_collections/gpu_install/nvidia``."""
+    from pathlib import Path
+
+    return Path(_collections_path())
 
 
 def collection_dir() -> Path:
@@ -56,7 +68,9 @@ def collection_dir() -> Path:
 
 def module_utils(name: str) -> ModuleType:
     """Import ``plugins/module_utils/<name>`` of the bundled collection."""
-    path = str(collections_path())
+    path = _collections_path()
     if path not in sys.path:
         sys.path.insert(0, path)
-    return importlib.import_module(f"ansible_collections.{NAMESPACE}.{NAME}.plugins.module_utils.{name}")
+    from importlib import import_module
+
+    return import_module(f"ansible_collections.{NAMESPACE}.{NAME}.plugins.module_utils.{name}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .collection import module_utils
+
+TYPE_CHECKING = False  # typing for the type checker only: every subcommand imports this module at start
+if TYPE_CHECKING:
+    from typing import Any
 
 codes = module_utils("errors")
 

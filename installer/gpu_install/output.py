@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing for the type checker only: every subcommand imports this module at start
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA = 1
 

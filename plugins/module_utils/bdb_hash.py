@@ -35,7 +35,10 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from typing import Iterator, List, Set, Tuple
+
+TYPE_CHECKING = False  # typing for the type checker only (gpu_detect imports this module at every start)
+if TYPE_CHECKING:
+    from typing import Iterator, List, Set, Tuple
 
 HASH_MAGIC = 0x061561
 HASH_VERSIONS = (8, 9, 10)

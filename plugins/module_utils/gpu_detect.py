@@ -21,16 +21,21 @@ from __future__ import annotations
 import os
 import re
 import struct
-import subprocess
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from ansible_collections.gpu_install.nvidia.plugins.module_utils import bdb_hash, errors
 
+# typing is for the type checker only (mypy reads any TYPE_CHECKING name as true): importing it costs
+# `gpu-install detect` a few milliseconds at every start (bench/detect). Annotations are strings here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
 SCHEMA = 1
 
-Facts = Dict[str, Any]
-Package = Dict[str, Any]
-Packages = Dict[str, Package]
+if TYPE_CHECKING:
+    Facts = Dict[str, Any]
+    Package = Dict[str, Any]
+    Packages = Dict[str, Package]
 
 # ---------------------------------------------------------------------------
 # Problems: code -> (refuses, description).  The order is the refusal order.
@@ -807,6 +812,8 @@ def parse_rpm_query(text: str) -> Packages:
 
 
 def _rpm_query_live() -> Packages:
+    import subprocess  # here, not at the top: detect runs no command on most hosts, and the import costs its start
+
     env = dict(os.environ, LC_ALL="C")
     proc = subprocess.run(
         ["rpm", "-qa", "--qf", RPM_QUERY],
@@ -892,6 +899,8 @@ def _rootless_users(host: Host) -> List[str]:
 
 def _dockerd_version(path: str) -> str | None:
     """``dockerd --version`` of a live host's static dockerd ("Docker version 26.1.5+dfsg1, build ...")."""
+    import subprocess
+
     try:
         out = subprocess.run([path, "--version"], capture_output=True, timeout=10, check=False).stdout
     except (OSError, subprocess.SubprocessError):
