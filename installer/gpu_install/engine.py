@@ -90,14 +90,13 @@ class RunResult:
         signum = signals.received()
         if signum is not None:
             return GpuInstallError(128 + signum, self._interrupted_reason(signum), log=str(self.log))
-        for failure in self.failures:
-            record = failure.get("gpu_install_error")
-            if isinstance(record, dict) and record.get("code") in codes.EXIT_CODES:
-                return GpuInstallError(int(record["code"]), str(record.get("reason")), log=str(self.log))
         if self.failures:
-            first = self.failures[0]
-            msg = first.get("msg") or "a task failed"
-            return GpuInstallError(codes.INTERNAL, f"task '{first.get('task')}' failed: {msg}", log=str(self.log))
+            # A classified failure wins over an earlier unclassified one.
+            first = next(
+                (f for f in self.failures if codes.classified(f["error"]["gpu_install_error"])), self.failures[0]
+            )
+            record = codes.task_failure(first.get("task"), first["error"])
+            return GpuInstallError(record["code"], record["reason"], log=str(self.log))
         if self.check and self.blockers:  # a real run stops at its first failure instead
             first = self.blockers[0]
             return GpuInstallError(int(first["code"]), str(first["reason"]), log=str(self.log))
@@ -257,15 +256,15 @@ def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
                 )
             )
     elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-        failure = {
-            "host": data.get("host"),
-            "role": data.get("role"),
-            "task": data.get("task"),
-            "msg": res.get("msg") or res.get("stderr") or res.get("reason"),
-            "unreachable": kind == "runner_on_unreachable",
-        }
-        if isinstance(res.get("gpu_install_error"), dict):
-            failure["gpu_install_error"] = res["gpu_install_error"]
-        result.failures.append(failure)
+        result.failures.append(
+            {
+                "host": data.get("host"),
+                "role": data.get("role"),
+                "task": data.get("task"),
+                "unreachable": kind == "runner_on_unreachable",
+                # What errors.task_failure reads to classify it (the same as the fleet report reads).
+                "error": {k: res.get(k) for k in ("gpu_install_error", "msg", "stderr", "reason")},
+            }
+        )
     elif kind == "runner_item_on_ok" and res.get("changed"):
         pass  # counted by the task's own runner_on_ok

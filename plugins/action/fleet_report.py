@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import gc
 import os
-import tempfile
 import time
 from typing import Any
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import fleet_report
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import fileio, fleet_report
 
 RECORD_VAR = "__gpu_install_outcome"
 
@@ -43,18 +42,7 @@ def _running_playbook() -> Any:
 
 def _write(directory: str, name: str, text: str) -> str:
     path = os.path.join(directory, name)
-    fd, tmp = tempfile.mkstemp(prefix="." + name + ".", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    fileio.write_atomic(path, text.encode("utf-8"), mode=0o644, uid=os.geteuid(), gid=os.getegid())
     return path
 
 

@@ -41,6 +41,26 @@ EXIT_CODES = {
 }
 
 
+# The sentence of exit 9 (apply's, and the fleet report's for a host waiting for a reboot).
+REBOOT_REASON = "the driver change needs a reboot to finish: reboot, then run gpu-install apply again."
+
+
+def classified(record: object) -> bool:
+    """Whether a task's ``gpu_install_error`` is a record of one of the exit codes above."""
+    return isinstance(record, dict) and record.get("code") in EXIT_CODES
+
+
+def task_failure(task_name: object, result: object) -> dict:
+    """The class of a failed task, as every door gives it: its ``gpu_install_error``, else exit 1 naming the task
+    with Ansible's message (``msg``, else ``stderr``, else ``reason``)."""
+    found = result if isinstance(result, dict) else {}
+    record = found.get("gpu_install_error")
+    if isinstance(record, dict) and classified(record):
+        return {"code": int(record["code"]), "reason": str(record.get("reason"))}
+    msg = found.get("msg") or found.get("stderr") or found.get("reason") or "a task failed"
+    return {"code": INTERNAL, "reason": f"task '{task_name}' failed: {msg}"}
+
+
 def error_record(code, reason):
     # type: (int, str) -> dict
     """The ``gpu_install_error`` value a failing task returns."""

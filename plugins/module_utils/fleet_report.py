@@ -26,7 +26,7 @@ STATUSES = ("failed", "unreachable", "changed", "ok")
 UNREACHABLE_CODE = errors.HOST_ERROR
 
 # The CLI's sentence for a driver that needs a reboot to load (gpu-install apply exits 9).
-REBOOT_REASON = "the driver change needs a reboot to finish: reboot, then run gpu-install apply again."
+REBOOT_REASON = errors.REBOOT_REASON
 
 NOT_RUN_REASON = (
     "not run: the run did not reach this host's batch (it is still running, or it stopped because a whole "
@@ -48,16 +48,6 @@ ROW_KEYS = (
     "reboot_required",
     "changed",
 )
-
-
-def failure_error(task_name: Any, result: Any) -> Dict[str, Any]:
-    """The class of a failed task, as the CLI gives it: its ``gpu_install_error``, else exit 1 naming the task."""
-    result = result if isinstance(result, dict) else {}
-    record = result.get("gpu_install_error")
-    if isinstance(record, dict) and record.get("code") in errors.EXIT_CODES:
-        return {"code": int(record["code"]), "reason": str(record.get("reason"))}
-    msg = result.get("msg") or result.get("stderr") or result.get("reason") or "a task failed"
-    return {"code": errors.INTERNAL, "reason": f"task '{task_name}' failed: {msg}"}
 
 
 def _text(value: Any) -> Optional[str]:
@@ -139,7 +129,7 @@ def host_record(
         record.update(outcome="unreachable", exit_code=UNREACHABLE_CODE, reason="the host did not answer: " + msg)
         record["verify"] = None
     elif failed_result is not None or failed_task is not None:
-        error = failure_error(failed_task, failed_result)
+        error = errors.task_failure(failed_task, failed_result)
         record.update(outcome="failed", exit_code=error["code"], reason=error["reason"])
     elif record["reboot_required"]:
         record.update(exit_code=errors.REBOOT_REQUIRED, reason=REBOOT_REASON)

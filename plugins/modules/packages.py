@@ -192,6 +192,8 @@ def main() -> None:
     if not todo:
         module.exit_json(**result)
     verb = "install" if p["state"] == "present" else ("purge" if p["purge"] and mgr == "apt" else "remove")
+    # The diff's lines: the verb and each package (a removal names the installed version too).
+    planned = [f"{verb} {n} {installed[n]}" if p["state"] == "absent" else f"{verb} {n}" for n in todo]
     try:
         if module.check_mode:
             if p["state"] == "present" and p["simulate"] and mgr == "apt":
@@ -201,9 +203,7 @@ def main() -> None:
                     result["transaction"] = pkgmgr.simulate_apt(todo, env, p["install_recommends"])
             elif p["state"] == "present" and p["simulate"] and mgr == "dnf":
                 pkgmgr.dnf_install(todo, env, p["lock_timeout"], check=True)
-            lines = [f"{verb} {t['name']} {t['version']}" for t in result["transaction"]] or [
-                f"{verb} {n} {installed[n]}" if p["state"] == "absent" else f"{verb} {n}" for n in todo
-            ]
+            lines = [f"{verb} {t['name']} {t['version']}" for t in result["transaction"]] or planned
             result["diff"] = {"prepared": "\n".join(lines)}
             module.exit_json(**result)
         if mgr == "apt":
@@ -230,9 +230,7 @@ def main() -> None:
             module.exit_json(**result)
         result.update(installable=False, reason=exc.reason)
         module.fail_json(msg=exc.reason, gpu_install_error=record, **result)
-    result["diff"] = {
-        "prepared": "\n".join(f"{verb} {n} {installed[n]}" if p["state"] == "absent" else f"{verb} {n}" for n in todo)
-    }
+    result["diff"] = {"prepared": "\n".join(planned)}
     module.exit_json(**result)
 
 

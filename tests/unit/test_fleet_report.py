@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import module_utils
 
-from gpu_install import settings
+from gpu_install import engine, settings
 from gpu_install.collection import collections_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,11 +88,14 @@ def test_a_classified_failure_keeps_its_code_and_reason():
         ({"msg": "m", "gpu_install_error": "not a record"}, "task 'Do it' failed: m"),
     ],
 )
-def test_an_unclassified_failure_is_exit_1_naming_the_task_as_the_cli_says_it(result, reason):
-    assert fleet.failure_error("Do it", result) == {"code": 1, "reason": reason}
-    engine = (REPO / "installer" / "gpu_install" / "engine.py").read_text()
-    assert "f\"task '{first.get('task')}' failed: {msg}\"" in engine, "the CLI phrases it differently now"
-    assert 'res.get("msg") or res.get("stderr") or res.get("reason")' in engine
+def test_an_unclassified_failure_is_exit_1_naming_the_task_as_the_cli_says_it(result, reason, tmp_path):
+    record = fleet.host_record(FACTS, failed_task="Do it", failed_result=result)
+    assert (record["exit_code"], record["reason"]) == (1, reason)
+    # The CLI, from the same task's failed event.
+    run = engine.RunResult(check=False, run_id="r", artifacts=tmp_path, log=tmp_path / "stdout")
+    engine._collect(run, {"event": "runner_on_failed", "event_data": {"task": "Do it", "res": result}}, False)
+    err = run.error()
+    assert err is not None and (err.code, err.reason) == (1, reason)
 
 
 def test_a_host_that_did_not_answer_is_unreachable_with_exit_10():
@@ -126,8 +129,9 @@ def test_an_image_build_skips_verify_and_never_reports_a_reboot():
 def test_a_pending_reboot_is_exit_9_with_the_clis_sentence():
     record = fleet.host_record(FACTS, verify_result={"skipped": True}, reboot_required=True)
     assert (record["verify"], record["reboot_required"], record["exit_code"]) == ("skipped", True, 9)
+    assert record["reason"] == "the driver change needs a reboot to finish: reboot, then run gpu-install apply again."
     apply_py = (REPO / "installer" / "gpu_install" / "commands" / "apply.py").read_text()
-    assert f'"{fleet.REBOOT_REASON}"' in apply_py, "apply's sentence for exit 9 changed: keep REBOOT_REASON the same"
+    assert "codes.REBOOT_REQUIRED, codes.REBOOT_REASON" in apply_py, "apply's exit 9 no longer says the shared sentence"
 
 
 def test_a_failed_verify_is_reported_as_failed():

@@ -40,11 +40,7 @@ def run(args: argparse.Namespace) -> int:
         remember_tasks(playbook, result.tasks_started)
         image_build = bool(values.get("gpu_install_image_build"))
         if result.reboot_required and not image_build:
-            err = GpuInstallError(
-                codes.REBOOT_REQUIRED,
-                "the driver change needs a reboot to finish: reboot, then run gpu-install apply again.",
-                log=str(result.log),
-            )
+            err = GpuInstallError(codes.REBOOT_REQUIRED, codes.REBOOT_REASON, log=str(result.log))
     if args.json:
         emit_json(result_json(result, {"error": err.record()} if err else None))
     else:
