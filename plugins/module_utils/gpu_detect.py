@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import bdb_hash, errors
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
 
 # typing is for the type checker only (mypy reads any TYPE_CHECKING name as true): importing it costs
 # `gpu-install detect` a few milliseconds at every start (bench/detect). Annotations are strings here.
+# struct and bdb_hash are imported where an rpm database is read, which most hosts have none of.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -316,6 +316,13 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EPOCH_RE = re.compile(r"^\d+:")
 _UPSTREAM_RE = re.compile(r"^(\d+(?:\.\d+)*)")
 _DRIVER_VERSION_RE = re.compile(r"(?<![\w.])(\d+\.\d+(?:\.\d+)*)(?![\w.])")
+# dpkg status: a line with a field parse_dpkg_status reads, or a blank line (the end of a stanza); the
+# first line at the start of the text, every other one after its "\n". Other line breaks that
+# str.splitlines() honours are made "\n" first.
+_DPKG_LINE = r"(?:(Package|Status|Version|Architecture):([^\n]*)|[^\S\n]*(?=\n|\Z))"
+_DPKG_FIRST_LINE_RE = re.compile(_DPKG_LINE)
+_DPKG_NEXT_LINES_RE = re.compile("\n" + _DPKG_LINE)
+_OTHER_LINE_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
 # ---------------------------------------------------------------------------
@@ -642,7 +649,7 @@ def elf_arch(header: bytes) -> str | None:
         return None
     little = header[5] == 1
     is64 = header[4] == 2
-    (machine,) = struct.unpack("<H" if little else ">H", header[18:20])
+    machine = int.from_bytes(header[18:20], "little" if little else "big")
     for e_machine, want64, want_little, name in ELF_MACHINES:
         if e_machine != machine:
             continue
@@ -687,7 +694,15 @@ def detect_arch(host: Host, packages: Packages) -> str | None:
 # Package databases
 # ---------------------------------------------------------------------------
 def parse_dpkg_status(text: str) -> Packages:
-    """Installed packages of a dpkg status file (state "installed" only)."""
+    """Installed packages of a dpkg status file (state "installed" only).
+
+    The lines are those of ``str.splitlines()``; a blank line (only white space) ends a stanza, and of
+    the rest only the fields read here count: one regex finds them, and the descriptions and
+    dependencies that fill most of the file's 20,000 lines are never looked at from Python (a loop over
+    every line was most of the time of `gpu-install detect`, bench/detect).
+    """
+    if any(brk in text for brk in _OTHER_LINE_BREAKS):
+        text = "\n".join(text.splitlines())
     packages: Packages = {}
     stanza: Dict[str, str] = {}
 
@@ -703,21 +718,21 @@ def parse_dpkg_status(text: str) -> Packages:
             }
         stanza.clear()
 
-    for line in text.splitlines():
-        if not line.strip():
+    first = _DPKG_FIRST_LINE_RE.match(text)
+    lines = [first.groups()] if first else []
+    for key, value in lines + _DPKG_NEXT_LINES_RE.findall(text):
+        if key:
+            stanza[key] = value
+        else:
             flush()
-            continue
-        if line[0] in " \t":
-            continue  # continuation of a multi-line field we do not need
-        key, sep, value = line.partition(":")
-        if sep:
-            stanza[key] = value.strip()
     flush()
     return packages
 
 
 def _rpm_header_fields(blob: bytes) -> Dict[int, Any]:
     """NAME/VERSION/RELEASE/EPOCH/ARCH of one rpm header blob (raises on garbage)."""
+    import struct
+
     if blob[:8] == RPM_HEADER_MAGIC:
         blob = blob[8:]
     index_len, data_len = struct.unpack(">ii", blob[:8])
@@ -748,6 +763,8 @@ def _rpm_package(name: str, epoch: Any, version: str, release: str, arch: str | 
 
 def _packages_from_headers(blobs: Iterable[bytes]) -> Packages:
     """Packages from rpm header blobs (sqlite or Berkeley DB alike); unreadable headers are skipped."""
+    import struct
+
     packages: Packages = {}
     for blob in blobs:
         try:
@@ -796,6 +813,8 @@ def read_rpm_sqlite(path: str) -> Packages:
 
 def read_rpm_bdb(path: str) -> Packages:
     """Packages of an rpm Berkeley DB ``Packages`` file (raises ValueError when unreadable)."""
+    from ansible_collections.gpu_install.nvidia.plugins.module_utils import bdb_hash
+
     return _packages_from_headers(bdb_hash.iter_values(path))
 
 

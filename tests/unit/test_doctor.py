@@ -496,9 +496,9 @@ def test_oldest_branch_for_a_cuda_version():
 
 
 def test_doctor_parser_takes_image():
-    args = cli.build_parser().parse_args(["doctor", "--json", "--image", "nvidia/cuda:12.6.3-base-ubuntu24.04"])
+    args = cli.parse_args(["doctor", "--json", "--image", "nvidia/cuda:12.6.3-base-ubuntu24.04"])
     assert args.image == "nvidia/cuda:12.6.3-base-ubuntu24.04" and args.json
-    assert cli.build_parser().parse_args(["doctor"]).image is None
+    assert cli.parse_args(["doctor"]).image is None
 
 
 # ---------------------------------------------------------------------------

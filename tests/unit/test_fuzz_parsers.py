@@ -86,6 +86,58 @@ def test_dpkg_status_lookalikes_give_packages(text):
     json.dumps(packages, default=str)
 
 
+def _dpkg_status_line_by_line(text):
+    """parse_dpkg_status's meaning, one line at a time: what its regex must find, and nothing else."""
+    packages, stanza = {}, {}
+    for line in text.splitlines() + [""]:
+        if not line.strip():
+            name, status = stanza.get("Package", "").strip(), stanza.get("Status", "").split()
+            if name and len(status) == 3 and status[2] == "installed":
+                version, arch = stanza.get("Version", "").strip(), stanza.get("Architecture", "").strip()
+                packages[name] = {"name": name, "version": version or None, "arch": arch or None, "source": "deb"}
+            stanza = {}
+        elif line[0] not in " \t" and ":" in line:
+            key, _, value = line.partition(":")
+            stanza[key] = value.strip()
+    return packages
+
+
+# Lines of the fields parse_dpkg_status reads (and lookalikes), each ended by one of the line breaks
+# str.splitlines() knows, a blank line or white space that is no line break.
+DPKG_LINES = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["Package: a", "Package: b", "Status: install ok installed", "Status: deinstall ok config-files"]
+            + ["Version: 1.0", "Architecture: amd64", "Packages: c", " Package: d", "\tStatus: x y installed", ""]
+        ),
+        st.sampled_from(
+            ["\n", "\n\n", "\n \n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028"]
+            + ["\u2029", "\n\x1f\n", "\n\xa0\n", "\n\u3000\n", "\n\t\n", " ", "\x1f"]
+        ),
+    ),
+    max_size=30,
+).map(lambda lines: "".join(field + end for field, end in lines))
+
+
+@FAST
+@given(DPKG_LINES)
+def test_dpkg_status_reads_the_lines_str_splitlines_sees(text):
+    assert gpu_detect.parse_dpkg_status(text) == _dpkg_status_line_by_line(text)
+
+
+BREAKS = ["\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t", "\x1f", "\xa0", "\u3000"])
+@pytest.mark.parametrize("brk", BREAKS)
+def test_dpkg_status_lines_end_at_every_line_break_and_stanzas_at_every_blank_line(brk, blank):
+    installed = "Status: install ok installed"
+    lines = ["Package: a", installed, "Version: 1", blank, "Package: b", installed]
+    packages = gpu_detect.parse_dpkg_status(brk.join(lines))
+    assert packages == _dpkg_status_line_by_line(brk.join(lines))
+    assert sorted(packages) == ["a", "b"] and packages["a"]["version"] == "1" and packages["b"]["version"] is None
+
+
 @FAST
 @given(LOOKALIKE)
 def test_os_release_lookalikes_give_strings(text):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from ..collection import module_utils
 from ..output import emit_json
 
+TYPE_CHECKING = False  # typing for the type checker only: `gpu-install detect` does not import argparse
+if TYPE_CHECKING:
+    from ..cli import Args
 
-def run(args: argparse.Namespace) -> int:
+
+def run(args: Args) -> int:
     gpu_detect = module_utils("gpu_detect")
     root = args.root
     if root is not None and not os.path.isdir(root):
