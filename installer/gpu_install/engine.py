@@ -42,6 +42,8 @@ ANSIBLE_ENV = {
 
 # Modules whose whole result a subcommand reports (gpu-install verify): action (FQCN) -> RunResult.results key.
 RESULT_ACTIONS = {"gpu_install.nvidia.gpu_verify": "verify"}
+# The site playbook's first task: whether the host is as the last successful full run left it.
+FAST_PATH_ACTION = "gpu_install.nvidia.converged"
 
 
 @dataclass
@@ -76,6 +78,8 @@ class RunResult:
     current_task: str = ""  # "role: task" of the task started last and not finished yet ("" between tasks)
     reboot_required: bool = False
     facts: dict[str, Any] = field(default_factory=dict)
+    # The fast path's check (gpu_install.nvidia.converged): converged, drift, receipt (when it was written).
+    fast_path: dict[str, Any] = field(default_factory=dict)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # RESULT_ACTIONS' results, ok or failed
     status: str = "unknown"
     rc: int = 0
@@ -188,7 +192,9 @@ def run_playbook(
             progress(event)
         return True
 
-    cmdline = "--check --diff" if check else "--diff"
+    # The site playbook's fleet_report tasks (the version check, the record and the fleet report) serve a
+    # fleet run; this run reports through its own events.
+    cmdline = ("--check --diff" if check else "--diff") + " --skip-tags fleet_report"
     with signals.deferred():
         runner = ansible_runner.run(
             private_data_dir=str(pdd),
@@ -229,6 +235,12 @@ def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
             k: v for k, v in res.items() if not k.startswith("_") and k not in ("invocation", "exception")
         }
     if kind == "runner_on_ok":
+        if data.get("resolved_action", data.get("task_action")) == FAST_PATH_ACTION and "drift" in res:
+            result.fast_path = {
+                "converged": bool(res.get("converged")),
+                "drift": list(res.get("drift") or []),
+                "receipt": res.get("written"),
+            }
         facts = res.get("ansible_facts") or {}
         if isinstance(facts.get("gpu_install"), dict):
             result.facts = facts["gpu_install"]

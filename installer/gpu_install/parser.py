@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
             _settings_args(p)
         if name == "apply":
             p.add_argument("-y", "--yes", action="store_true", help="do not ask before changing the host")
+        if name in ("plan", "apply"):
+            p.add_argument(
+                "--full",
+                action="store_true",
+                help="run every check even when the host is as the last successful apply left it",
+            )
         if name == "doctor":
             p.add_argument(
                 "--image",

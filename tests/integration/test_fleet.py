@@ -87,6 +87,12 @@ def recap(out: str) -> dict[str, dict[str, int]]:
     return found
 
 
+def task_output(out: str, task: str) -> str:
+    """What ansible-playbook printed under every TASK [task] heading (one per batch)."""
+    parts = re.split(r"^(?=TASK \[|RUNNING HANDLER \[|PLAY )", out, flags=re.M)
+    return "".join(p for p in parts if p.startswith(f"TASK [{task}]"))
+
+
 def load_report(directory: Path) -> dict:
     data = json.loads((directory / "report.json").read_text())
     assert set(data) == {"schema", "hosts"} and data["schema"] == 1
@@ -162,6 +168,12 @@ def test_fleet_run_converges_the_healthy_hosts_reports_the_broken_and_unreachabl
         assert row["changed"] == counted[broken_name]["changed"]
         assert broken.get("/etc/docker/daemon.json") == BROKEN
 
+        # The healthy hosts keep a receipt of their converged state (the next run's fast path, checked over
+        # SSH by the converged module); the failed one has none.
+        for host in healthy.values():
+            assert json.loads(host.get("/var/lib/gpu-install/converged.json"))["schema"] == 1
+        assert broken.run(["test", "-e", "/var/lib/gpu-install/converged.json"], check=False).returncode == 1
+
         gone = rows["gone-1"]
         assert (gone["status"], gone["exit_code"]) == ("unreachable", 10), gone
         assert gone["reason"].startswith("the host did not answer: ") and gone["verify"] is None
@@ -189,6 +201,9 @@ def test_fleet_run_converges_the_healthy_hosts_reports_the_broken_and_unreachabl
         rows = {row["host"]: row for row in second["hosts"]}
         for name in healthy:
             assert (rows[name]["status"], rows[name]["changed"]) == ("ok", 0), (rows[name], out)
+            # Converged hosts skip the roles (the fast path), and the report still has their facts.
+            assert f"skipping: [{name}]" in task_output(out, "Converge the host"), out
+            assert rows[name]["docker"]["flavour"] == "docker.io" and rows[name]["toolkit_version"]
         assert (rows[broken_name]["status"], rows[broken_name]["exit_code"]) == ("failed", 4)
         assert rows["gone-1"]["status"] == "unreachable"
         assert broken.get("/etc/docker/daemon.json") == BROKEN

@@ -60,12 +60,41 @@ def result_json(result: RunResult, extra: dict[str, Any] | None = None) -> dict[
         "artifacts": str(result.artifacts),
         "elapsed_s": round(result.elapsed, 3),
     }
+    if result.fast_path:
+        out["fast_path"] = result.fast_path
     err = result.error()
     if err is not None:
         out["error"] = {"code": err.code, "reason": err.reason}
     if extra:
         out.update(extra)
     return out
+
+
+def run_settings(args: Any) -> dict[str, Any]:
+    """The settings file's values, with what the command line overrides (--full: no fast path)."""
+    from .. import settings
+
+    values, _source = settings.load(args.config)
+    if getattr(args, "full", False):
+        values["gpu_install_fast_path"] = False
+    return values
+
+
+def print_fast_path(result: RunResult) -> None:
+    """One line on whether the roles ran: skipped on a converged host (and how to run them), else why they ran."""
+    from ..output import console
+
+    fast = result.fast_path
+    if not fast:
+        return
+    if fast["converged"]:
+        line = (
+            f"Converged: nothing apply depends on changed since the full run of {fast['receipt']}; "
+            "the roles' checks were skipped (--full runs them)."
+        )
+    else:
+        line = "Full run: " + "; ".join(fast["drift"]) + "."
+    console().print(line, markup=False)
 
 
 def print_changes(result: RunResult, heading: str) -> None:

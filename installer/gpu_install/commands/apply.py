@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import engine, settings
+from .. import engine
 from ..collection import FQCN
 from ..errors import GpuInstallError, codes
 from ..output import console, emit_json
 from ..progress import Progress, expected_tasks, remember_tasks
-from ._common import print_changes, require_root, result_json, run_lock
+from ._common import print_changes, print_fast_path, require_root, result_json, run_lock, run_settings
 
 
 def run(args: argparse.Namespace) -> int:
     require_root("apply")
-    values, _source = settings.load(args.config)
+    values = run_settings(args)
     playbook = f"{FQCN}.site"
     with run_lock():
         if not args.yes:
@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
             with Progress("plan", expected_tasks(playbook)) as prog:
                 plan = engine.run_playbook(playbook, values, check=True, progress=prog)
             err = plan.error()
+            print_fast_path(plan)
             print_changes(plan, "Plan")
             if err is not None:
                 raise err
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(result_json(result, {"error": err.record()} if err else None))
     else:
+        print_fast_path(result)
         print_changes(result, "Applied")
         con = console()
         con.print(

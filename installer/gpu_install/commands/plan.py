@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from .. import engine, settings
+from .. import engine
 from ..collection import FQCN
 from ..output import emit_json
 from ..progress import Progress, expected_tasks
-from ._common import print_changes, result_json
+from ._common import print_changes, print_fast_path, result_json, run_settings
 
 
 def run(args: argparse.Namespace) -> int:
-    values, _source = settings.load(args.config)
+    values = run_settings(args)
     playbook = f"{FQCN}.site"
     with Progress("plan", expected_tasks(playbook), enabled=not args.json) as prog:
         result = engine.run_playbook(playbook, values, check=True, progress=prog)
@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
         con = console()
         con.print(host_line(result.facts), markup=False)
+        print_fast_path(result)
         print_changes(result, "Plan")
         if result.blockers and not result.failures:
             con.print("Apply would stop before changing anything:")
