@@ -18,14 +18,9 @@ DEFAULT_PATH = Path("/etc/gpu-install/config.yml")
 
 def role_specs() -> dict[str, dict[str, Any]]:
     """Every role's `main` options, by role name, read from meta/argument_specs.yml."""
-    import yaml
+    from .collection import module_utils
 
-    specs: dict[str, dict[str, Any]] = {}
-    for spec_file in sorted((collection_dir() / "roles").glob("*/meta/argument_specs.yml")):
-        data = yaml.safe_load(spec_file.read_text()) or {}
-        options = ((data.get("argument_specs") or {}).get("main") or {}).get("options") or {}
-        specs[spec_file.parent.parent.name] = options
-    return specs
+    return module_utils("argspecs").role_options(str(collection_dir() / "roles"))
 
 
 def schema() -> dict[str, Any]:

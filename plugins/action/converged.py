@@ -26,7 +26,7 @@ from typing import Any
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import converged
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import argspecs, converged
 
 # Settings that steer a run without shaping the host.
 RUN_ONLY = frozenset(
@@ -71,19 +71,9 @@ def content_digest(root: str) -> str:
 
 def setting_names(root: str) -> list[str]:
     """Every public setting of the collection's roles that shapes the host."""
-    import yaml
-
     names: set[str] = set()
-    roles = os.path.join(root, "roles")
-    for role in sorted(os.listdir(roles)):
-        spec = os.path.join(roles, role, "meta", "argument_specs.yml")
-        if not os.path.exists(spec):
-            continue
-        with open(spec, encoding="utf-8") as fh:
-            # CSafeLoader is libyaml's safe loader (the pure-Python one costs a few ms per file).
-            data = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}  # noqa: S506
-        for entry in (data.get("argument_specs") or {}).values():
-            names.update((entry or {}).get("options") or {})
+    for options in argspecs.role_options(os.path.join(root, "roles")).values():
+        names.update(options)
     return sorted(names - RUN_ONLY)
 
 
