@@ -80,7 +80,7 @@ def setting_names(root: str) -> list[str]:
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _supports_check_mode = True
-    _VALID_ARGS = frozenset(("state", "key", "enabled", "path"))
+    _VALID_ARGS = frozenset(("state", "key", "enabled", "path", "facts"))
 
     def run(self, tmp: Any = None, task_vars: Any = None) -> dict:
         result = super().run(tmp, task_vars)
@@ -106,14 +106,10 @@ class ActionModule(ActionBase):
         check_mode = bool(self._play_context.check_mode)
         try:
             if args.get("state", "check") == "write":
-                return converged.record(args["key"], path, check_mode)
-            result = converged.check(args["key"], boolean(args.get("enabled", True)), path, check_mode)
+                return converged.record(args["key"], path, check_mode, facts=dict(args.get("facts") or {}))
+            return converged.check(args["key"], boolean(args.get("enabled", True)), path, check_mode)
         except OSError as exc:
             return {"failed": True, "msg": f"cannot update the receipt {path} ({exc}): fix it and run again."}
-        from ansible_collections.gpu_install.nvidia.plugins.module_utils.gpu_detect import detect
-
-        result["ansible_facts"] = {"gpu_install": detect(None)}
-        return result
 
     def key(self, task_vars: dict) -> str:
         root = collection_root()

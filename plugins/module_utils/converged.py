@@ -290,9 +290,10 @@ def compare(receipt: Optional[Dict[str, Any]], key: str, parts: Dict[str, str]) 
     return not drift, drift
 
 
-def write(key: str, parts: Dict[str, str], path: str = RECEIPT_PATH) -> Dict[str, Any]:
+def write(key: str, parts: Dict[str, str], path: str = RECEIPT_PATH, facts: Optional[Dict[str, Any]] = None
+          ) -> Dict[str, Any]:  # fmt: skip
     receipt = {"schema": SCHEMA, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "key": key,
-               "parts": parts}  # fmt: skip
+               "parts": parts, "facts": facts or {}}  # fmt: skip
     write_atomic(path, (json.dumps(receipt, indent=1, sort_keys=True) + "\n").encode("utf-8"), mode=0o644)
     return receipt
 
@@ -318,16 +319,21 @@ def check(key: str, enabled: bool, path: str = RECEIPT_PATH, check_mode: bool = 
     result: Dict[str, Any] = {"changed": False, "converged": ok, "drift": drift, "key": key}
     if receipt is not None:
         result["written"] = receipt.get("written")
+    facts = receipt.get("facts") if ok and receipt is not None else None
+    if isinstance(facts, dict) and facts:
+        # What the last full run detected holds while nothing it read has changed: the fast path detects nothing.
+        result["ansible_facts"] = {"gpu_install": facts}
     return result
 
 
-def record(key: str, path: str = RECEIPT_PATH, check_mode: bool = False, state_dir: str = STATE_DIR) -> Dict[str, Any]:
-    """The result of state=write: the receipt of this host's state, written (not in check mode)."""
+def record(key: str, path: str = RECEIPT_PATH, check_mode: bool = False, state_dir: str = STATE_DIR,
+           facts: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:  # fmt: skip
+    """The result of state=write: the receipt of this host's state and facts, written (not in check mode)."""
     result: Dict[str, Any] = {"changed": False, "converged": False, "key": key}
     if not check_mode:
         # Made before the observation, which sees the state directory (the receipt's own, usually).
         for directory in (os.path.dirname(path), state_dir):
             if not os.path.isdir(directory):
                 os.makedirs(directory, mode=0o755)
-        result["written"] = write(key, observe(state_dir), path)["written"]
+        result["written"] = write(key, observe(state_dir), path, facts)["written"]
     return result

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: converged
 short_description: Tell whether a host is as the last successful full run left it
-version_added: "0.2.0"
+version_added: 0.1.0
 description:
   - The site playbook's fast path. After a full run that succeeded and needs no reboot, O(state=write)
     records the host's observable state (boot, kernel, NVIDIA devices and modules, package databases,
@@ -18,8 +18,8 @@ description:
     part of the observation are equal, so that the run can skip the roles; any difference (an edited
     daemon.json, a removed package, a stopped Docker, a reboot, other settings) makes it false, lists the
     parts in C(drift) and removes the receipt, so that the full run that follows writes a new one.
-  - O(state=check) also detects the host (as M(gpu_install.nvidia.gpu_facts)) and returns the facts, so
-    that a converged run needs no other module.
+  - The receipt keeps the host's facts as the full run last detected them (O(facts)); a converged check
+    returns them as C(ansible_facts.gpu_install), so that a converged run needs no other module.
   - Use the action of the same name (it computes O(key) on the controller from the collection's content and
     the settings); module_utils/converged.py says what is observed.
   - The receipt is gpu-install's own bookkeeping: writing or removing it is never reported as a change.
@@ -37,6 +37,11 @@ options:
       - The digest of the collection's content and the settings the run used (the action computes it).
     type: str
     required: true
+  facts:
+    description:
+      - With O(state=write), the host's facts (C(ansible_facts.gpu_install)) to keep in the receipt.
+    type: dict
+    default: {}
   enabled:
     description:
       - With V(false), O(state=check) reports C(converged=false) whatever the receipt says (a full run).
@@ -68,6 +73,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+ansible_facts:
+  description: C(gpu_install), the facts the receipt keeps, when the host is converged.
+  returned: when O(state=check) finds the host converged
+  type: dict
 converged:
   description: Whether the host is as the receipt says (always false for O(state=write) and O(enabled=false)).
   returned: always
@@ -90,7 +99,6 @@ key:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.gpu_install.nvidia.plugins.module_utils import converged
-from ansible_collections.gpu_install.nvidia.plugins.module_utils.gpu_detect import detect
 
 
 def main() -> None:
@@ -99,6 +107,7 @@ def main() -> None:
             "state": {"type": "str", "choices": ["check", "write"], "default": "check"},
             "key": {"type": "str", "required": True, "no_log": False},
             "enabled": {"type": "bool", "default": True},
+            "facts": {"type": "dict", "default": {}},
             "path": {"type": "path", "default": converged.RECEIPT_PATH},
         },
         supports_check_mode=True,
@@ -106,10 +115,9 @@ def main() -> None:
     p = module.params
     try:
         if p["state"] == "write":
-            result = converged.record(p["key"], p["path"], module.check_mode)
+            result = converged.record(p["key"], p["path"], module.check_mode, facts=p["facts"])
         else:
             result = converged.check(p["key"], p["enabled"], p["path"], module.check_mode)
-            result["ansible_facts"] = {"gpu_install": detect(None)}
     except OSError as exc:
         module.fail_json(msg="cannot update the receipt {} ({}): fix it and run again.".format(p["path"], exc))
     module.exit_json(**result)

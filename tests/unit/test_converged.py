@@ -130,15 +130,18 @@ def test_check_after_record_is_converged_and_a_stale_receipt_is_removed_but_not_
     assert not os.path.exists(path)
 
 
-def test_the_module_reports_converged_after_its_own_write_with_the_host_facts(tmp_path):
+def test_the_module_reports_converged_after_its_own_write_with_the_facts_it_kept(tmp_path):
     path = str(tmp_path / "converged.json")
-    rc, out = run_module("converged", tmp_path / "args.json", {"state": "write", "key": "k", "path": path})
+    facts = {"schema": 1, "docker": {"flavour": "docker.io"}}
+    args = {"state": "write", "key": "k", "path": path, "facts": facts}
+    rc, out = run_module("converged", tmp_path / "args.json", args)
     assert rc == 0 and out["changed"] is False and out["written"], out
     rc, out = run_module("converged", tmp_path / "args.json", {"key": "k", "path": path})
     assert rc == 0 and out["converged"] is True and out["drift"] == [], out
-    assert out["ansible_facts"]["gpu_install"]["schema"] == 1
+    assert out["ansible_facts"]["gpu_install"] == facts
     rc, out = run_module("converged", tmp_path / "args.json", {"key": "k", "path": path, "enabled": False})
     assert rc == 0 and out["converged"] is False and "turned off" in out["drift"][0], out
+    assert "ansible_facts" not in out  # a full run detects the host itself
     assert not os.path.exists(path)
 
 
