@@ -206,7 +206,8 @@ for path in events:
     if ev['event'] in ('playbook_on_task_start', 'playbook_on_handler_task_start'):
         name = (data.get('role') or '-') + ': ' + str(data.get('task'))
         starts[uuid] = (t, name, data.get('task_action'))
-    elif ev['event'].startswith('runner_on_') and uuid in starts:
+    elif ev['event'] in ('runner_on_ok', 'runner_on_failed', 'runner_on_skipped', 'runner_on_unreachable') \
+            and uuid in starts:  # a result (not runner_on_start, nor runner_on_file_diff: they would count twice)
         t0, name, action = starts[uuid]
         spans[name] = (spans.get(name, (0, action))[0] + t - t0, action)
         kind = ev['event'][len('runner_on_'):]
