@@ -229,13 +229,14 @@ def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
         result.current_task = ""
     raw = data.get("res")
     res: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    name = RESULT_ACTIONS.get(str(data.get("resolved_action") or data.get("task_action") or ""))
+    action = str(data.get("resolved_action") or data.get("task_action") or "")
+    name = RESULT_ACTIONS.get(action)
     if name is not None and kind in ("runner_on_ok", "runner_on_failed"):
         result.results[name] = {
             k: v for k, v in res.items() if not k.startswith("_") and k not in ("invocation", "exception")
         }
     if kind == "runner_on_ok":
-        if data.get("resolved_action", data.get("task_action")) == FAST_PATH_ACTION and "drift" in res:
+        if action == FAST_PATH_ACTION and "drift" in res:
             result.fast_path = {
                 "converged": bool(res.get("converged")),
                 "drift": list(res.get("drift") or []),

@@ -102,14 +102,14 @@ class ActionModule(ActionBase):
         return self._connection.transport in ("local", "ansible.builtin.local") and not self._play_context.become
 
     def _run_here(self, args: dict) -> dict:
-        path = args.get("path") or converged.RECEIPT_PATH
-        check_mode = bool(self._play_context.check_mode)
-        try:
-            if args.get("state", "check") == "write":
-                return converged.record(args["key"], path, check_mode, facts=dict(args.get("facts") or {}))
-            return converged.check(args["key"], boolean(args.get("enabled", True)), path, check_mode)
-        except OSError as exc:
-            return {"failed": True, "msg": f"cannot update the receipt {path} ({exc}): fix it and run again."}
+        return converged.run(
+            str(args.get("state", "check")),
+            args["key"],
+            boolean(args.get("enabled", True)),
+            args.get("path") or converged.RECEIPT_PATH,
+            bool(self._play_context.check_mode),
+            dict(args.get("facts") or {}),
+        )
 
     def key(self, task_vars: dict) -> str:
         root = collection_root()

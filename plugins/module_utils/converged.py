@@ -158,9 +158,7 @@ def _read(path: str) -> str:
 
 def _kernel() -> List[str]:
     modules = [
-        line.split(" ", 1)[0]
-        for line in _read("/proc/modules").splitlines()
-        if line.startswith(("nvidia", "nouveau"))
+        line.split(" ", 1)[0] for line in _read("/proc/modules").splitlines() if line.startswith(("nvidia", "nouveau"))
     ]
     return [
         "boot " + _read("/proc/sys/kernel/random/boot_id").strip(),
@@ -337,3 +335,18 @@ def record(key: str, path: str = RECEIPT_PATH, check_mode: bool = False, state_d
                 os.makedirs(directory, mode=0o755)
         result["written"] = write(key, observe(state_dir), path, facts)["written"]
     return result
+
+
+def run(state: str, key: str, enabled: bool, path: str, check_mode: bool,
+        facts: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:  # fmt: skip
+    """The converged module's result for its arguments, a failed one when the receipt cannot be updated.
+
+    The module and its action (which runs this in-process on the local connection) both return this.
+    """
+    try:
+        if state == "write":
+            return record(key, path, check_mode, facts=facts)
+        return check(key, enabled, path, check_mode)
+    except OSError as exc:
+        reason = f"cannot update the receipt {path} ({exc}): fix it and run again."
+        return {"failed": True, "changed": False, "msg": reason}

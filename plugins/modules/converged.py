@@ -113,13 +113,9 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    try:
-        if p["state"] == "write":
-            result = converged.record(p["key"], p["path"], module.check_mode, facts=p["facts"])
-        else:
-            result = converged.check(p["key"], p["enabled"], p["path"], module.check_mode)
-    except OSError as exc:
-        module.fail_json(msg="cannot update the receipt {} ({}): fix it and run again.".format(p["path"], exc))
+    result = converged.run(p["state"], p["key"], p["enabled"], p["path"], module.check_mode, p["facts"])
+    if result.get("failed"):
+        module.fail_json(**result)
     module.exit_json(**result)
 
 
