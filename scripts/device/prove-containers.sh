@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# Runs ON the lent GPU machine (device tool), from the repository root, as root: real CUDA work in every way
+# users start a GPU container, in both of gpu-install's modes, through the CLI, with NVIDIA's real toolkit.
+# Build the carry here first with scripts/device/carry, then (the device tool, carrying .device-carry):
+#   OUT=$OUT bash scripts/device/prove-containers.sh setup runtime      (first run)
+#   OUT=$OUT bash scripts/device/prove-containers.sh setup cdi          (second run; setup skips what is done)
+# Phases:
+#   setup    gpu-install and Ansible into /opt/torch/.venv from carried wheels; Docker 28.5 (Debian sid's
+#            binaries) under /usr/local/bin with dockerd started by hand; Ubuntu's own apt sources set aside
+#            (there is no network: the host reaches only the signed mirror fixture served on 127.0.0.1, as an
+#            air-gapped host reaches only its mirrors); images built there without any driver file in them:
+#            local/cuda-base:1 (busybox, glibc, libstdc++, a CUDA vector add built with nvcc for the GPU's
+#            architecture and as PTX only) and local/torch:1 (the machine's python3 with torch and triton)
+#   runtime  apply in runtime mode: NVIDIA's toolkit 1.20.0 (built from ../shared/vendor, packaged as NVIDIA
+#            packages it) installed by the machine's apt from the mirror fixture; every start path the mode
+#            serves, each workload; verify; doctor; bench/gpu_start (also with the runtime's static cdi mode,
+#            for the record); bench/gpu_workload
+#   cdi      the same host switched to CDI mode (apply takes runtime mode back); every CDI path and workload;
+#            verify; doctor; bench/gpu_start; bench/gpu_workload
+# Each run of a workload adds a row to $OUT/results.tsv (mode, path, workload, exit code, last line of its
+# output); $OUT/table.md is made from it at the end of every run. Changes no GPU setting.
+set -uo pipefail
+OUT=${OUT:?}
+ROOT=$(pwd)
+PY=/opt/torch/.venv/bin/python3
+GI=/opt/torch/.venv/bin/gpu-install
+C=$ROOT/.device-carry
+W=$ROOT/scripts/device/workloads
+SMI=/usr/local/nvidia/bin/nvidia-smi
+[ -x "$SMI" ] || SMI=$(command -v nvidia-smi)
+RES=$OUT/results.tsv
+STATE=/tmp/gpu-proof
+mkdir -p "$STATE"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+export PATH=/usr/local/bin:$PATH
+step() { printf '\n===== %s (%s)\n' "$*" "$(date +%T)"; }
+rc() { echo "(exit $?)"; }
+
+# try MODE PATH WORKLOAD CMD...: run, print, and record the exit code and the last line of the output.
+try() {
+    local mode=$1 path=$2 workload=$3
+    shift 3
+    local out code
+    out=$("$@" 2>&1)
+    code=$?
+    printf '%s\n' "$out" | tail -n 5
+    local last
+    last=$(printf '%s\n' "$out" | grep -v '^[[:space:]]*$' | tail -n 1 | tr '\t|' '  ' | cut -c1-160)
+    printf '%s\t%s\t%s\t%s\t%s\n' "$mode" "$path" "$workload" "$code" "$last" >>"$RES"
+    echo "-> [$mode] $path / $workload: exit $code"
+    return 0
+}
+
+table() {
+    [ -s "$RES" ] || return 0
+    {
+        echo "| mode | path | workload | exit | last line |"
+        echo "| --- | --- | --- | ---: | --- |"
+        while IFS=$'\t' read -r m p w c l; do
+            printf '| %s | `%s` | %s | %s | %s |\n' "$m" "$p" "$w" "$c" "$l"
+        done <"$RES"
+    } >"$OUT/table.md"
+}
+trap table EXIT
+
+uuids() { $SMI --query-gpu=uuid --format=csv,noheader; }
+
+start_dockerd() {
+    docker info >/dev/null 2>&1 && return 0
+    setsid dockerd --iptables=false --ip6tables=false --bridge=none --userland-proxy=false \
+        --data-root /tmp/dr --exec-root /tmp/de >>/tmp/dockerd.log 2>&1 </dev/null &
+    for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+    docker version --format 'Docker {{.Server.Version}}, containerd and runc: see docker info' || {
+        cp /tmp/dockerd.log "$OUT/"
+        exit 1
+    }
+}
+
+serve_mirror() {
+    (exec 3<>/dev/tcp/127.0.0.1/8765) 2>/dev/null && return 0
+    (cd "$C/mirror" && setsid $PY -m http.server 8765 --bind 127.0.0.1 >/tmp/mirror.log 2>&1 </dev/null &)
+    for _ in $(seq 1 40); do (exec 3<>/dev/tcp/127.0.0.1/8765) 2>/dev/null && return 0; sleep 0.25; done
+    echo "the mirror fixture did not start"; exit 1
+}
+
+settings() { # settings MODE
+    mkdir -p /etc/gpu-install
+    cat >/etc/gpu-install/config.yml <<YAML
+nvidia_driver_source: none
+nvidia_container_mode: $1
+docker_package: none
+gpu_verify_image: local/cuda-base:1
+gpu_verify_pull: false
+gpu_install_repositories:
+  nvidia_container_toolkit:
+    url: http://127.0.0.1:8765/nvidia_container_toolkit
+    fingerprint: $(cat "$C/mirror/FINGERPRINT")
+YAML
+    cat /etc/gpu-install/config.yml
+}
+
+apply_mode() { # apply_mode MODE: plan, apply, apply again (nothing to change), keeping the JSON results
+    settings "$1"
+    step "gpu-install plan ($1 mode)"
+    $GI plan; rc
+    step "gpu-install apply --yes ($1 mode)"
+    $GI apply --yes; rc
+    step "gpu-install apply --yes --json ($1 mode, again: nothing to change)"
+    $GI apply --yes --json >"$OUT/apply-$1.json"; rc
+    $PY -c 'import json,sys; r=json.load(open(sys.argv[1])); print("changed:", r.get("changed"), "failed:", r.get("failed"), "exit:", r.get("exit_code"))' "$OUT/apply-$1.json"
+    echo "daemon.json:"; cat /etc/docker/daemon.json; echo
+    docker info --format 'default runtime: {{.DefaultRuntime}}; runtimes: {{range $k, $v := .Runtimes}}{{$k}} {{end}}'
+    ls -l /etc/cdi /var/run/cdi 2>&1
+}
+
+verify_doctor() { # verify_doctor MODE
+    step "gpu-install verify ($1 mode)"
+    $GI verify; rc
+    $GI verify --json >"$OUT/verify-$1.json"; rc
+    step "gpu-install doctor ($1 mode)"
+    $GI doctor; rc
+    $GI doctor --json >"$OUT/doctor-$1.json"; rc
+}
+
+# ---------------------------------------------------------------------------------------------------------
+phase_setup() {
+    step "the host"
+    uname -r
+    $SMI -L
+    $SMI --query-gpu=name,compute_cap,driver_version,persistence_mode --format=csv
+    $PY -c 'import pynvml as n; n.nvmlInit(); print("NVML outside:", [n.nvmlDeviceGetUUID(n.nvmlDeviceGetHandleByIndex(i)) for i in range(n.nvmlDeviceGetCount())])'
+
+    if [ ! -e "$STATE/setup" ]; then
+        step "gpu-install and Ansible into $PY's venv (carried wheels)"
+        $PY -m pip install -q --no-index --no-deps --no-cache-dir --disable-pip-version-check "$C"/whl/*.whl "$C"/dist/*.whl || exit 1
+        step "Docker 28.5 from Debian sid's binaries"
+        tar -C /usr/local/bin -xJf "$C/docker-bin.tar.xz" || exit 1
+        step "apt: Ubuntu's own sources set aside (no network here), so apt sees only the mirror fixture"
+        mkdir -p /etc/apt/sources-set-aside
+        for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
+            [ -e "$f" ] && mv "$f" /etc/apt/sources-set-aside/
+        done
+        [ -s /etc/apt/sources.list ] && mv /etc/apt/sources.list /etc/apt/sources-set-aside/sources.list
+        mkdir -p /etc/docker
+        [ -e /etc/docker/daemon.json ] || echo '{}' >/etc/docker/daemon.json
+        touch "$STATE/setup"
+    fi
+    $GI --version
+    start_dockerd
+    serve_mirror
+
+    if ! docker image inspect local/cuda-base:1 >/dev/null 2>&1; then
+        step "local/cuda-base:1: busybox, glibc, libstdc++ and the vector add (SASS and PTX only), no driver file"
+        cap=$($SMI --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d '.')
+        img=/tmp/img-cuda
+        rm -rf $img
+        mkdir -p $img/bin $img/lib64 $img/lib/x86_64-linux-gnu $img/usr/bin $img/usr/lib/x86_64-linux-gnu $img/etc $img/tmp
+        cp /usr/local/bin/busybox $img/bin/busybox
+        for t in sh ls cat true echo env grep tail; do ln -sf busybox $img/bin/$t; done
+        cp -L /lib64/ld-linux-x86-64.so.2 $img/lib64/
+        for l in libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1 libstdc++.so.6 libgcc_s.so.1; do
+            cp -L /lib/x86_64-linux-gnu/$l $img/lib/x86_64-linux-gnu/
+        done
+        /usr/local/cuda/bin/nvcc -O2 -gencode "arch=compute_$cap,code=sm_$cap" -o $img/usr/bin/vadd-sm "$W/vadd.cu" || exit 1
+        /usr/local/cuda/bin/nvcc -O2 -gencode "arch=compute_$cap,code=compute_$cap" -o $img/usr/bin/vadd-ptx "$W/vadd.cu" || exit 1
+        cuobjdump --list-elf $img/usr/bin/vadd-sm 2>/dev/null | head -n 2
+        /usr/local/cuda/bin/cuobjdump --list-ptx --list-elf $img/usr/bin/vadd-ptx 2>&1 | head -n 3
+        tar -C $img -c . | docker import -c 'ENV PATH=/usr/bin:/bin' - local/cuda-base:1 || exit 1
+        # The same image with NVIDIA's variables in its ENV, as CUDA base images carry them.
+        printf 'FROM local/cuda-base:1\nENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility\n' |
+            DOCKER_BUILDKIT=0 docker build -q -t local/cuda-env:1 - || exit 1
+    fi
+
+    if ! docker image inspect local/torch:1 >/dev/null 2>&1; then
+        step "local/torch:1: the machine's python3 with torch and triton, gcc, no driver file"
+        t=/tmp/img-torch
+        rm -rf $t
+        mkdir -p $t/usr/lib $t/opt/torch/.venv/lib/python3.12/site-packages $t/tmp $t/root
+        for d in /usr/bin /usr/sbin /usr/lib/python3.12 /usr/lib/python3 /usr/lib/x86_64-linux-gnu /usr/lib/gcc \
+            /usr/libexec /usr/include /usr/lib64 /etc; do
+            [ -e "$d" ] || continue
+            mkdir -p "$t$(dirname "$d")"
+            tar -C / -c --exclude='libnvidia*' --exclude='libcuda.so*' --exclude='libcudadebugger*' \
+                --exclude='nvidia-*' "${d#/}" | tar -C $t -x
+        done
+        for l in bin sbin lib lib64; do cp -P /$l $t/ 2>/dev/null || true; done
+        v=/opt/torch/.venv
+        cp -a $v/bin $v/pyvenv.cfg $t$v/
+        for p in torch torchgen functorch triton 'nvidia*' numpy sympy mpmath networkx jinja2 markupsafe filelock \
+            fsspec typing_extensions.py setuptools; do
+            for m in $v/lib/python3.12/site-packages/$p $v/lib/python3.12/site-packages/${p%.py}-*.dist-info; do
+                [ -e "$m" ] && cp -a "$m" $t$v/lib/python3.12/site-packages/
+            done
+        done
+        grep -rl nvidia $t/etc/ld.so.conf.d 2>/dev/null | xargs -r rm -f
+        ldconfig -r $t
+        echo "driver files in the image (must be none):"
+        find $t \( -name 'libcuda.so*' -o -name 'libnvidia-ml*' -o -name 'libnvidia-ptxjit*' \) -print | head
+        du -sh $t
+        tar -C $t -c . | docker import -c "ENV PATH=$v/bin:/usr/local/bin:/usr/bin:/bin" - local/torch:1 || exit 1
+        rm -rf $t
+    fi
+    docker images
+}
+
+# ---------------------------------------------------------------------------------------------------------
+workloads() { # workloads MODE PATH DOCKER-RUN-ARGS...: nvidia-smi, SASS kernel, PTX kernel in local/cuda-base:1
+    local mode=$1 path=$2
+    shift 2
+    try "$mode" "$path" "nvidia-smi -L" docker run --rm --network none "$@" local/cuda-base:1 \
+        sh -c "nvidia-smi -L 2>/dev/null || $SMI -L"
+    try "$mode" "$path" "CUDA kernel (SASS)" docker run --rm --network none "$@" local/cuda-base:1 vadd-sm
+    try "$mode" "$path" "CUDA kernel (PTX, JIT)" docker run --rm --network none "$@" local/cuda-base:1 vadd-ptx
+}
+
+torch_workloads() { # torch_workloads MODE PATH DOCKER-RUN-ARGS...
+    local mode=$1 path=$2
+    shift 2
+    try "$mode" "$path" "PyTorch bf16 matmul" docker run --rm --network none -v "$W:/w:ro" "$@" local/torch:1 \
+        python3 /w/torch_check.py matmul
+    try "$mode" "$path" "torch.compile (Triton)" docker run --rm --network none -v "$W:/w:ro" "$@" local/torch:1 \
+        python3 /w/torch_check.py compile
+}
+
+phase_runtime() {
+    apply_mode runtime
+    nvidia-ctk --version 2>&1 | head -n 2
+    grep -E '^\s*(mode|runtimes|ldconfig)\s*=' /etc/nvidia-container-runtime/config.toml
+    local uuid
+    uuid=$(uuids | head -n1)
+    step "runtime mode: every start path, CUDA work in each"
+    workloads runtime "-e NVIDIA_VISIBLE_DEVICES=all (default runtime)" -e NVIDIA_VISIBLE_DEVICES=all
+    workloads runtime "-e NVIDIA_VISIBLE_DEVICES=<UUID>" -e "NVIDIA_VISIBLE_DEVICES=$uuid"
+    try runtime "image ENV NVIDIA_VISIBLE_DEVICES=all" "CUDA kernel (SASS)" docker run --rm --network none local/cuda-env:1 vadd-sm
+    workloads runtime "--runtime nvidia -e NVIDIA_VISIBLE_DEVICES=all" --runtime nvidia -e NVIDIA_VISIBLE_DEVICES=all
+    workloads runtime "--gpus all" --gpus all
+    workloads runtime "--gpus device=<UUID>" --gpus "device=$uuid"
+    workloads runtime "--gpus \"device=0\"" --gpus '"device=0"'
+    workloads runtime "--device nvidia.com/gpu=all (the toolkit's spec)" --device nvidia.com/gpu=all
+    try runtime "no GPU requested (must fail: no GPU)" "CUDA kernel (SASS)" docker run --rm --network none local/cuda-base:1 vadd-sm
+    step "runtime mode: classic docker build, a RUN step on the GPU"
+    try runtime "DOCKER_BUILDKIT=0 docker build (RUN vadd-sm)" "CUDA kernel (SASS)" sh -c \
+        "printf 'FROM local/cuda-env:1\nRUN vadd-sm\n' | DOCKER_BUILDKIT=0 docker build --no-cache --network none -t local/build-proof:1 - 2>&1"
+    torch_workloads runtime "-e NVIDIA_VISIBLE_DEVICES=all (default runtime)" -e NVIDIA_VISIBLE_DEVICES=all
+    verify_doctor runtime
+
+    step "bench/gpu_start, runtime mode (NVIDIA's runtime in its default mode)"
+    $PY bench/gpu_start --image local/cuda-base:1 --runs 15 --target 1.1 \
+        --gpu '-e NVIDIA_VISIBLE_DEVICES=all' --gpu '--gpus all' --gpu '--device nvidia.com/gpu=all' \
+        --gpu '--runtime runc' | tee "$OUT/gpu_start-runtime.md"; rc
+    step "bench/gpu_start, runtime mode with the runtime's static cdi mode (for the record; then set back)"
+    cp /etc/nvidia-container-runtime/config.toml /tmp/config.toml.before
+    nvidia-ctk config --in-place --set nvidia-container-runtime.mode=cdi; rc
+    $PY bench/gpu_start --image local/cuda-base:1 --runs 15 --target 1.1 \
+        --gpu '-e NVIDIA_VISIBLE_DEVICES=all' --gpu '--gpus all' --gpu '--runtime runc' |
+        tee "$OUT/gpu_start-runtime-static-cdi.md"; rc
+    try "runtime (static cdi)" "-e NVIDIA_VISIBLE_DEVICES=all" "CUDA kernel (SASS)" \
+        docker run --rm --network none -e NVIDIA_VISIBLE_DEVICES=all local/cuda-base:1 vadd-sm
+    cp /tmp/config.toml.before /etc/nvidia-container-runtime/config.toml
+    step "bench/gpu_workload, runtime mode"
+    $PY bench/gpu_workload --image local/torch:1 --rounds 3 --gpu '-e NVIDIA_VISIBLE_DEVICES=all' |
+        tee "$OUT/gpu_workload-runtime.md"; rc
+}
+
+phase_cdi() {
+    if ! docker info --format '{{.DefaultRuntime}}' | grep -qx nvidia; then
+        step "this lease starts bare: runtime mode first, so that the switch is a real one"
+        apply_mode runtime
+    fi
+    step "switch to CDI mode"
+    apply_mode cdi
+    cp /etc/cdi/gpu-install-nvidia.json "$OUT/spec-cdi.json" 2>/dev/null
+    local uuid
+    uuid=$(uuids | head -n1)
+    step "cdi mode: every start path, CUDA work in each"
+    workloads cdi "--device nvidia.com/gpu=all" --device nvidia.com/gpu=all
+    workloads cdi "--device nvidia.com/gpu=0" --device nvidia.com/gpu=0
+    workloads cdi "--device nvidia.com/gpu=<UUID>" --device "nvidia.com/gpu=$uuid"
+    try cdi "--gpus all (not served by CDI mode)" "nvidia-smi -L" docker run --rm --network none --gpus all local/cuda-base:1 \
+        sh -c "nvidia-smi -L 2>/dev/null || $SMI -L"
+    try cdi "-e NVIDIA_VISIBLE_DEVICES=all (not served by CDI mode)" "CUDA kernel (SASS)" \
+        docker run --rm --network none -e NVIDIA_VISIBLE_DEVICES=all local/cuda-base:1 vadd-sm
+    torch_workloads cdi "--device nvidia.com/gpu=all" --device nvidia.com/gpu=all
+    verify_doctor cdi
+    step "bench/gpu_start, CDI mode"
+    $PY bench/gpu_start --image local/cuda-base:1 --runs 15 --target 1.1 \
+        --gpu '--device nvidia.com/gpu=all' --gpu "--device nvidia.com/gpu=$uuid" | tee "$OUT/gpu_start-cdi.md"; rc
+    step "bench/gpu_workload, CDI mode"
+    $PY bench/gpu_workload --image local/torch:1 --rounds 3 --gpu '--device nvidia.com/gpu=all' |
+        tee "$OUT/gpu_workload-cdi.md"; rc
+}
+
+for phase in "$@"; do
+    "phase_$phase"
+done
+cp /tmp/dockerd.log "$OUT/dockerd.log" 2>/dev/null
+echo DONE
