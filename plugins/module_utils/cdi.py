@@ -172,9 +172,12 @@ CAPABILITY_CONFIGS: Dict[str, Tuple[Tuple[str, ...], ...]] = {
 PCI_DEVICES = "/sys/bus/pci/devices"
 DRM_NODE_RE = re.compile(r"^(card|renderD)[0-9]+$")
 
-# Where libraries appear inside the container: the multiarch directory that Debian and Ubuntu
-# images (all of NVIDIA's CUDA images among them) search by default. Images of the Red Hat
-# family want "/usr/lib64" (option container_lib_dir).
+# Where libraries appear inside the container: every library is mounted twice, in the arch's multiarch
+# directory, which Debian and Ubuntu images (all of NVIDIA's CUDA images among them) search by default, and
+# in /usr/lib64, which the loaders of the Red Hat family, UBI, Amazon Linux and SUSE search by default. No
+# linker-cache update is needed (the spec runs no hook), and an image whose /usr/lib64 is a link to
+# /usr/lib (Arch) gets them where its loader looks too. Option container_lib_dir: one directory instead.
+CONTAINER_LIB64 = "/usr/lib64"
 MULTIARCH: Dict[str, str] = {
     "x86_64": "x86_64-linux-gnu",
     "aarch64": "aarch64-linux-gnu",
@@ -187,6 +190,22 @@ LDCONFIG_ARCH: Dict[str, str] = {"x86_64": "x86-64", "aarch64": "AArch64", "ppc6
 MOUNT_OPTIONS: Tuple[str, ...] = ("ro", "nosuid", "nodev", "bind")
 SOCKET_OPTIONS: Tuple[str, ...] = ("ro", "nosuid", "nodev", "bind", "noexec")
 ENV: Tuple[str, ...] = ("NVIDIA_VISIBLE_DEVICES=void",)  # the legacy runtime hook must not act as well
+# Where libcuda is, for programs that look for its directory rather than dlopen("libcuda.so.1"): set (to the
+# first container library directory) whenever libcuda.so.1 is mounted. NVIDIA's generator sets
+# NVIDIA_CTK_LIBCUDA_DIR (pkg/nvcdi/driver-nvml.go); Triton reads TRITON_LIBCUDA_PATH before it asks
+# `ldconfig -p`, whose cache (the image's) does not list a mounted libcuda (libcuda_dirs() in
+# triton-lang/triton third_party/nvidia/backend/driver.py).
+LIBCUDA_ENV: Tuple[str, ...] = ("NVIDIA_CTK_LIBCUDA_DIR", "TRITON_LIBCUDA_PATH")
+# Development names that NVIDIA's create-symlinks hook makes whatever the host has (getLinksForMount in
+# internal/discover/symlinks.go): "Many applications wrongly assume that libcuda.so exists (e.g. with
+# dlopen)"; GLVND's indirect GLX needs libGLX_indirect.so.0. CDI cannot make a symlink without a hook
+# binary, so the same host file is bind-mounted under each name. Besides these, a library's plain ``.so``
+# name is given where the host has that link beside it (getDotSoSymlinks, same file).
+DEV_NAMES: Dict[str, Tuple[str, ...]] = {
+    "libcuda.so.1": ("libcuda.so",),
+    "libnvidia-opticalflow.so.1": ("libnvidia-opticalflow.so",),
+    "libGLX_nvidia.so.0": ("libGLX_indirect.so.0",),
+}
 
 OLD_MAGIC = b"ld.so-1.7.0"
 NEW_MAGIC = b"glibc-ld.so.cache1.1"
@@ -342,6 +361,8 @@ class Discovery:
         self.firmware: List[str] = []
         self.sockets: List[str] = []
         self.missing: List[str] = []  # optional parts not found
+        # development names (libcuda.so, ...) in the container's library dir -> the key of the library they name
+        self.dev_names: Dict[str, str] = {}
 
     def as_dict(self) -> Dict[str, Any]:
         return {
@@ -357,6 +378,7 @@ class Discovery:
             "firmware": list(self.firmware),
             "sockets": list(self.sockets),
             "missing": list(self.missing),
+            "dev_names": dict(sorted(self.dev_names.items())),
         }
 
 
@@ -504,6 +526,31 @@ def _find_library(
     return _find_file(host, name, candidates)
 
 
+def so_link(name: str) -> str:
+    """A library's plain development name: ``libcuda.so.580.95.05`` -> ``libcuda.so`` ('' when not a .so)."""
+    head, sep, _tail = name.partition(".so")
+    return head + sep if sep and head else ""
+
+
+def _dev_names(host: gpu_detect.Host, libraries: Dict[str, str]) -> Dict[str, str]:
+    """Development name -> library key: NVIDIA's fixed ones (DEV_NAMES) for every library found, and a
+    library's ``.so`` name where the host has that link in the directory the library was found in."""
+    out: Dict[str, str] = {}
+    for key in sorted(libraries):
+        if "/" in key:  # vdpau/ and gbm/ drivers are dlopen()ed by their SONAME
+            continue
+        names = list(DEV_NAMES.get(key, ()))
+        plain = so_link(key)
+        if plain and plain != key and plain not in names:
+            link = f"{os.path.dirname(libraries[key])}/{plain}"
+            if host.readlink(link) is not None and host.exists(link):
+                names.append(plain)
+        for name in names:
+            if name not in libraries:
+                out.setdefault(name, key)
+    return out
+
+
 def _find_config(host: gpu_detect.Host, names: Sequence[str], arch: Optional[str]) -> Optional[str]:
     for base in CONFIG_DIRS:
         for pattern in names:
@@ -604,6 +651,8 @@ def discover(
         else:
             found.missing.append(key)
 
+    found.dev_names = _dev_names(host, found.libraries)
+
     for candidates in _pick(CAPABILITY_CONFIGS, wanted):
         config = _find_config(host, candidates, found.arch)
         if config:
@@ -631,9 +680,28 @@ def discover(
 # ---------------------------------------------------------------------------
 # The spec
 # ---------------------------------------------------------------------------
-def container_lib_dir_for(arch: Optional[str]) -> str:
+def container_lib_dirs_for(arch: Optional[str]) -> Tuple[str, ...]:
+    """Where every library is mounted in containers: the arch's multiarch directory (when it has one), then
+    /usr/lib64."""
     multiarch = MULTIARCH.get(arch or "")
-    return f"/usr/lib/{multiarch}" if multiarch else "/usr/lib64"
+    return (f"/usr/lib/{multiarch}", CONTAINER_LIB64) if multiarch else (CONTAINER_LIB64,)
+
+
+def container_lib_dir_for(arch: Optional[str]) -> str:
+    """The first of ``container_lib_dirs_for``: where the libcuda environment variables point."""
+    return container_lib_dirs_for(arch)[0]
+
+
+def _lib_dirs(found: Discovery, container_lib_dir: Any) -> Tuple[str, ...]:
+    if not container_lib_dir:
+        return container_lib_dirs_for(found.arch)
+    given = [container_lib_dir] if isinstance(container_lib_dir, str) else list(container_lib_dir)
+    out: List[str] = []
+    for directory in given:
+        directory = str(directory).rstrip("/") or "/"
+        if directory not in out:
+            out.append(directory)
+    return tuple(out)
 
 
 def _mount(host_path: str, container_path: str, options: Sequence[str] = MOUNT_OPTIONS) -> Dict[str, Any]:
@@ -642,13 +710,14 @@ def _mount(host_path: str, container_path: str, options: Sequence[str] = MOUNT_O
 
 def build_spec(
     found: Discovery,
-    container_lib_dir: Optional[str] = None,
+    container_lib_dir: Any = None,
     capabilities: Optional[Sequence[str]] = None,
 ) -> Dict[str, Any]:
     """The CDI spec (a dict) for what ``discover`` found; the same input always gives the same spec.
 
-    ``capabilities`` (default: those ``discover`` looked for) may narrow the spec to fewer; asking for one
-    that ``discover`` did not look for is an error.
+    ``container_lib_dir`` (a directory or a list of them; default ``container_lib_dirs_for(arch)``): where
+    each library, and each development name, is mounted. ``capabilities`` (default: those ``discover``
+    looked for) may narrow the spec to fewer; asking for one that ``discover`` did not look for is an error.
     """
     wanted = tuple(found.capabilities) if capabilities is None else normalize_capabilities(capabilities)
     extra = [c for c in wanted if c not in found.capabilities]
@@ -658,7 +727,7 @@ def build_spec(
             f"The spec was asked for {', '.join(extra)}, which discovery did not look for "
             f"(it looked for {', '.join(found.capabilities)}).",
         )
-    lib_dir = (container_lib_dir or container_lib_dir_for(found.arch)).rstrip("/") or "/"
+    lib_dirs = _lib_dirs(found, container_lib_dir)
     libraries = set(_library_names(wanted, found.driver_version))
     binaries = set(_pick(CAPABILITY_BINARIES, wanted))
     configs = {candidates[0] for candidates in _pick(CAPABILITY_CONFIGS, wanted)}
@@ -666,7 +735,9 @@ def build_spec(
     control = set(REQUIRED_NODES) | set(_pick(CAPABILITY_NODES, wanted))
     graphics = "graphics" in wanted
 
-    mounts = [_mount(path, f"{lib_dir}/{key}") for key, path in found.libraries.items() if key in libraries]
+    names = {key: path for key, path in found.libraries.items() if key in libraries}
+    names.update({name: names[key] for name, key in found.dev_names.items() if key in names})
+    mounts = [_mount(path, f"{lib_dir}/{name}") for name, path in names.items() for lib_dir in lib_dirs]
     mounts += [_mount(path, f"{CONTAINER_BIN_DIR}/{name}") for name, path in found.binaries.items() if name in binaries]
     mounts += [_mount(path, path) for name, path in found.configs.items() if name in configs]
     mounts += [_mount(path, path) for path in found.firmware]
@@ -687,7 +758,10 @@ def build_spec(
         devices.append({"name": gpu.uuid, "containerEdits": {"deviceNodes": [{"path": p} for p in gpu_nodes(gpu)]}})
     every = sorted({p for gpu in gpus for p in gpu_nodes(gpu)})
     devices.append({"name": "all", "containerEdits": {"deviceNodes": [{"path": p} for p in every]}})
-    edits: Dict[str, Any] = {"env": list(ENV), "deviceNodes": [{"path": p} for p in nodes], "mounts": mounts}
+    env = list(ENV)
+    if "libcuda.so.1" in names:
+        env += [f"{name}={lib_dirs[0]}" for name in LIBCUDA_ENV]
+    edits: Dict[str, Any] = {"env": env, "deviceNodes": [{"path": p} for p in nodes], "mounts": mounts}
     return {"cdiVersion": CDI_VERSION, "kind": KIND, "devices": devices, "containerEdits": edits}
 
 
@@ -700,7 +774,7 @@ def generate(
     root: Optional[str] = None,
     search_paths: Optional[Sequence[str]] = None,
     caps: bool = False,
-    container_lib_dir: Optional[str] = None,
+    container_lib_dir: Any = None,
     capabilities: Optional[Sequence[str]] = None,
 ) -> Tuple[Dict[str, Any], Discovery]:
     """(spec, discovery) for the host or the tree below ``root``; the spec is validated before it is returned.

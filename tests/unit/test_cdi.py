@@ -89,9 +89,14 @@ def test_caps_nodes_only_on_request(dgx8):
     assert not any("nvidia-caps" in n["path"] for n in plain["containerEdits"]["deviceNodes"])
 
 
-def test_container_lib_dir_option(dgx8):
+def test_container_lib_dir_option_replaces_the_two_default_directories(dgx8):
     spec, _ = cdi.generate(root=dgx8, container_lib_dir="/usr/lib64")
-    assert "/usr/lib64/libcuda.so.1" in {m["containerPath"] for m in spec["containerEdits"]["mounts"]}
+    paths = {m["containerPath"] for m in spec["containerEdits"]["mounts"]}
+    assert "/usr/lib64/libcuda.so.1" in paths and "/usr/lib/x86_64-linux-gnu/libcuda.so.1" not in paths
+    assert "TRITON_LIBCUDA_PATH=/usr/lib64" in spec["containerEdits"]["env"]
+    default, _ = cdi.generate(root=dgx8)
+    paths = {m["containerPath"] for m in default["containerEdits"]["mounts"]}
+    assert {"/usr/lib64/libcuda.so.1", "/usr/lib/x86_64-linux-gnu/libcuda.so.1"} <= paths
 
 
 def test_two_runs_are_byte_identical_whatever_the_directory_order(dgx8, tmp_path):
@@ -309,11 +314,7 @@ BROUGHT = {  # what a capability brings with it, as the toolkit does
     "graphics": ["graphics"],
     "display": ["graphics", "display"],
 }
-LIB_DIR = {
-    "debian12": "/usr/lib/x86_64-linux-gnu",
-    "ubuntu2404-cuda": "/usr/lib/x86_64-linux-gnu",
-    "rhel9": "/usr/lib64",
-}
+LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib64")  # every library is mounted in both
 
 
 @pytest.fixture(scope="module")
@@ -327,16 +328,23 @@ def layouts(tmp_path_factory):
 def spec_for(root, capabilities, layout="debian12", **kwargs):
     if layout == "h100":
         kwargs.setdefault("search_paths", H100_DIRS)
-    return cdi.generate(root=root, capabilities=capabilities, container_lib_dir=LIB_DIR.get(layout), **kwargs)
+    return cdi.generate(root=root, capabilities=capabilities, **kwargs)
+
+
+def is_dev_name(name):
+    """libcuda.so, libnvidia-ml.so, libGLX_indirect.so.0: the development names mounted beside the SONAMEs."""
+    return cdi.so_link(name) == name or name in {n for names in cdi.DEV_NAMES.values() for n in names}
 
 
 def library_names(spec, lib_dir):
+    """Names below ``lib_dir`` in the container that are libraries by SONAME (development names left out)."""
     prefix = lib_dir + "/"
-    return {
+    names = {
         m["containerPath"][len(prefix) :]
         for m in spec["containerEdits"]["mounts"]
         if m["containerPath"].startswith(prefix)
     }
+    return {n for n in names if "/" in n or not is_dev_name(n)}  # vdpau/ and gbm/ drivers have no dev names
 
 
 def config_paths(spec):
@@ -353,7 +361,8 @@ def test_each_capability_puts_its_libraries_into_the_spec_on_each_layout(layouts
     spec, found = spec_for(layouts[layout], [capability], layout)
     assert not cdi.validate(spec)
     expected = EXPECTED_LIBRARIES[layout]["graphics" if capability == "display" else capability]
-    assert library_names(spec, LIB_DIR[layout]) == expected
+    for lib_dir in LIB_DIRS:
+        assert library_names(spec, lib_dir) == expected, lib_dir
     graphical = capability in ("graphics", "display")
     assert config_paths(spec) == (EXPECTED_CONFIGS[layout] if graphical else set())
     assert found.capabilities == BROUGHT[capability]
@@ -481,9 +490,7 @@ def test_build_spec_narrows_a_full_discovery_to_the_same_spec_as_asking_for_less
     found = cdi.discover(root=layouts[layout], capabilities=["all"])
     for capabilities in (["utility"], ["compute"], ["video"], ["graphics"], ["display"], None):
         narrow, _ = spec_for(layouts[layout], capabilities, layout)
-        wide = cdi.build_spec(
-            found, container_lib_dir=LIB_DIR[layout], capabilities=capabilities or ["compute", "utility"]
-        )
+        wide = cdi.build_spec(found, capabilities=capabilities or ["compute", "utility"])
         assert cdi.dumps(wide) == cdi.dumps(narrow), capabilities
     small = cdi.discover(root=layouts[layout])
     with pytest.raises(cdi.CdiError, match="asked for graphics, which discovery did not look for"):
