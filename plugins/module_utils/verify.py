@@ -3,18 +3,21 @@
 """The proof that a container sees the GPU (stdlib only).
 
 NVML is read outside (module_utils ``nvml``); then throwaway containers are
-started the way the host is configured to give them GPUs, and ``nvidia-smi``
-inside each lists the GPU UUIDs it sees:
+started through every path the host's mode promises (``PATHS``), and
+``nvidia-smi`` inside each lists the GPU UUIDs it sees:
 
 * mode ``runtime``: Docker's *default* runtime (no ``--runtime``: the point is
-  that ``nvidia`` is the default, so ``docker build`` and Compose get the GPU
-  too) with ``-e NVIDIA_VISIBLE_DEVICES=all|<index>|<uuid>`` and
-  ``-e NVIDIA_DRIVER_CAPABILITIES=utility``;
+  that ``nvidia`` is the default, so the classic ``docker build`` and Compose get
+  the GPU too) with ``-e NVIDIA_VISIBLE_DEVICES=all|<index>|<uuid>`` and
+  ``-e NVIDIA_DRIVER_CAPABILITIES=utility``; then ``--gpus all`` and
+  ``--gpus device=<uuid>`` (Docker's device requests, which Compose's
+  ``deploy.resources.reservations.devices`` use too);
 * mode ``cdi``: ``--device nvidia.com/gpu=all|<index>|<uuid>`` (the CDI spec
   gpu-install writes names every GPU by index and by UUID, plus ``all``).
 
-The checks: ``all`` must see exactly NVML's GPUs, then each GPU alone, by its
-index and by its UUID, exactly that GPU and none of the others.  ``verify(...)`` returns the result
+The checks, per path: ``all`` must see exactly NVML's GPUs, then each GPU alone
+(by its index and by its UUID; ``--gpus`` by UUID), exactly that GPU and none of
+the others. Each check names its ``path``.  ``verify(...)`` returns the result
 (``verified``, ``mode``, ``image``, ``nvml``, ``docker``, ``checks``,
 ``pulled``, ``changed``, ``error``) and never raises; ``error`` is the
 ``gpu_install_error`` record (code 8) when the proof failed.
@@ -27,6 +30,7 @@ nothing fails (a plan on a host whose driver is not installed yet is normal).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -38,6 +42,16 @@ from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, 
 
 MODES = ("runtime", "cdi")
 CDI_KIND = "nvidia.com/gpu"
+# How a container asks for GPUs: the paths each mode promises, the first one checked by index as well.
+PATH_ENV = "NVIDIA_VISIBLE_DEVICES"  # -e NVIDIA_VISIBLE_DEVICES=..., through Docker's default runtime
+PATH_GPUS = "--gpus"  # Docker's device requests (--gpus, Compose's deploy.resources.reservations.devices)
+PATH_CDI = "--device"  # --device nvidia.com/gpu=..., Docker's CDI
+PATHS = {"runtime": (PATH_ENV, PATH_GPUS), "cdi": (PATH_CDI,)}
+# NVIDIA's runtime mounts nvidia-smi at its path on the host (internal/discover in the toolkit's source), which
+# may be off an image's PATH (/usr/local/nvidia/bin on the GPU machine): the container's PATH gets the host's
+# directory of nvidia-smi after the image's own, so that the image's nvidia-smi is tried first.
+SMI_HOST_DIRS = ("/usr/local/nvidia/bin", "/usr/bin", "/usr/local/bin", "/bin", "/usr/sbin", "/sbin")
+DOCKER_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # an image without PATH
 SMI_ARGS = ("--query-gpu=uuid", "--format=csv,noheader")
 DEFAULT_TIMEOUT = 120
 OUTPUT_TAIL = 2000  # characters of a container's output kept in the result
@@ -74,44 +88,104 @@ def parse_smi(text: str) -> List[str]:
     return found
 
 
-def plan_checks(gpus: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """The checks for NVML's GPUs: every GPU together, then each GPU alone, by index and by UUID.
+def plan_checks(gpus: Sequence[Dict[str, Any]], mode: str = "cdi") -> List[Dict[str, Any]]:
+    """The checks for NVML's GPUs, per path of ``mode`` (``PATHS``): every GPU together, then each GPU alone.
 
-    A container given one GPU must see exactly that one and none of the others (the isolation
-    NVIDIA_VISIBLE_DEVICES and the CDI device names promise). Each check is ``{"name", "selector",
-    "expected"}``; with no GPU known (check mode before the driver is in), ``all`` and ``index 0`` with
-    ``expected`` null.
-    """
-    uuids = [g.get("uuid") for g in gpus]
-    if not gpus or any(not u for u in uuids):
-        return [
-            {"name": "all", "selector": "all", "expected": None},
-            {"name": "index 0", "selector": "0", "expected": None},
-        ]
-    checks = [{"name": "all", "selector": "all", "expected": sorted(str(u) for u in uuids)}]
-    for position, gpu in enumerate(gpus):
-        index = gpu.get("index", position)
-        checks.append({"name": f"index {index}", "selector": str(index), "expected": [gpu["uuid"]]})
-        checks.append({"name": f"UUID {gpu['uuid']}", "selector": str(gpu["uuid"]), "expected": [gpu["uuid"]]})
-    return checks
-
-
-def container_argv(
-    docker: str, mode: str, image: str, selector: str, name: Optional[str] = None, command: str = "nvidia-smi"
-) -> List[str]:
-    """The ``docker run`` argv that runs nvidia-smi in a throwaway container given ``selector``'s GPUs.
-
-    ``--entrypoint`` bypasses an image's own entrypoint (NVIDIA's CUDA images print a banner through theirs).
+    On the mode's first path each GPU is selected by index and by UUID; on ``--gpus`` (runtime mode) by UUID
+    (``device=<uuid>``). A container given one GPU must see exactly that one and none of the others (the
+    isolation NVIDIA_VISIBLE_DEVICES, --gpus and the CDI device names promise). Each check is ``{"name",
+    "path", "selector", "expected"}``; names are unique (``all``, ``index 0``, ``UUID GPU-...`` on the first
+    path, ``--gpus all``, ``--gpus device=GPU-...`` on the second). With no GPU known (check mode before the
+    driver is in): ``all`` and ``index 0`` (and ``--gpus all``) with ``expected`` null.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    first, *others = PATHS[mode]
+    uuids = [g.get("uuid") for g in gpus]
+    known = bool(gpus) and all(uuids)
+    every = sorted(str(u) for u in uuids) if known else None
+    checks = [{"name": "all", "path": first, "selector": "all", "expected": every}]
+    if not known:
+        checks.append({"name": "index 0", "path": first, "selector": "0", "expected": None})
+    else:
+        for position, gpu in enumerate(gpus):
+            index = gpu.get("index", position)
+            one = [gpu["uuid"]]
+            checks.append({"name": f"index {index}", "path": first, "selector": str(index), "expected": one})
+            checks.append({"name": f"UUID {gpu['uuid']}", "path": first, "selector": str(gpu["uuid"]), "expected": one})
+    for path in others:  # --gpus: all, then each GPU by UUID
+        checks.append({"name": f"{path} all", "path": path, "selector": "all", "expected": every})
+        for gpu in gpus if known else []:
+            selector = f"device={gpu['uuid']}"
+            checks.append({"name": f"{path} {selector}", "path": path, "selector": selector, "expected": [gpu["uuid"]]})
+    return checks
+
+
+def how(path: str, selector: str) -> str:
+    """How a check's container asks for its GPUs, as a user writes it: ``--gpus device=GPU-...``."""
+    if path == PATH_ENV:
+        return f"{PATH_ENV}={selector}"
+    if path == PATH_GPUS:
+        return f"{PATH_GPUS} {selector}"
+    return f"{PATH_CDI} {CDI_KIND}={selector}"
+
+
+def smi_search_path(image_env: Optional[Sequence[str]], host_smi: Optional[str]) -> Optional[str]:
+    """The container's PATH that finds nvidia-smi where the image has it, then where NVIDIA's runtime mounts it.
+
+    ``image_env``: the image's Config.Env (None: unknown, Docker's default PATH is assumed); ``host_smi``: the
+    host's nvidia-smi. None when the image's PATH already holds that directory (nothing to add).
+    """
+    current = DOCKER_DEFAULT_PATH
+    for item in image_env or []:
+        if str(item).startswith("PATH="):
+            current = str(item)[len("PATH=") :]
+    if not host_smi:
+        return None
+    where = os.path.dirname(host_smi)
+    if where in current.split(":"):
+        return None
+    return f"{current}:{where}" if current else where
+
+
+def host_nvidia_smi() -> Optional[str]:
+    """The host's nvidia-smi (PATH, then the driver directories NVIDIA's runtime also searches), or None."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), *SMI_HOST_DIRS])
+    return shutil.which("nvidia-smi", path=search)
+
+
+def container_argv(
+    docker: str,
+    mode: str,
+    image: str,
+    selector: str,
+    name: Optional[str] = None,
+    command: str = "nvidia-smi",
+    via: Optional[str] = None,
+    search_path: Optional[str] = None,
+) -> List[str]:
+    """The ``docker run`` argv that runs nvidia-smi in a throwaway container given ``selector``'s GPUs.
+
+    ``via``: the path, one of the mode's ``PATHS`` (default its first). ``search_path``: the container's PATH, where
+    nvidia-smi may be mounted off the image's own (``smi_search_path``). ``--entrypoint`` bypasses an image's
+    own entrypoint (NVIDIA's CUDA images print a banner through theirs).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    via = via or PATHS[mode][0]
+    if via not in PATHS[mode]:
+        raise ValueError(f"mode {mode} gives containers GPUs through {', '.join(PATHS[mode])}, not {via}")
     argv = [docker, "run", "--rm", "--network", "none"]
     if name:
         argv += ["--name", name]
-    if mode == "runtime":
+    if via == PATH_ENV:
         argv += ["-e", f"NVIDIA_VISIBLE_DEVICES={selector}", "-e", "NVIDIA_DRIVER_CAPABILITIES=utility"]
+    elif via == PATH_GPUS:
+        argv += ["--gpus", selector]
     else:
         argv += ["--device", f"{CDI_KIND}={selector}"]
+    if search_path:
+        argv += ["-e", f"PATH={search_path}"]
     argv += ["--entrypoint", command, image, *SMI_ARGS]
     return argv
 
@@ -160,8 +234,9 @@ MISMATCH_FIX = (
 )
 
 
-def _fix(mode: str, state: Dict[str, Any], output: str = "") -> str:
-    """What to do when a container did not see the GPUs it should have, by mode, what dockerd and the container said."""
+def _fix(mode: str, state: Dict[str, Any], output: str = "", path: Optional[str] = None) -> str:
+    """What to do when a container did not see the GPUs it should have, by mode and path, what dockerd and the
+    container said."""
     if "unsatisfied condition: cuda" in output:
         return (
             "the image requires a newer CUDA than this driver supports (its NVIDIA_REQUIRE_CUDA): set gpu_verify_image "
@@ -169,6 +244,12 @@ def _fix(mode: str, state: Dict[str, Any], output: str = "") -> str:
         )
     if "version mismatch" in output.lower():
         return MISMATCH_FIX
+    if path == PATH_GPUS and "could not select device driver" in output:
+        return (
+            "Docker serves --gpus only when it found NVIDIA's nvidia-container-runtime-hook on its PATH when it "
+            "started: install the NVIDIA Container Toolkit (gpu-install apply, nvidia_container_mode: runtime) and "
+            "restart Docker"
+        )
     if mode == "runtime":
         default_runtime = state.get("default_runtime")
         if default_runtime and default_runtime != "nvidia":
@@ -233,9 +314,20 @@ def docker_state(docker: str, timeout: float, runner: Runner = run_command) -> D
     return {"running": True, "server_version": version, "default_runtime": runtime or None, "error": None}
 
 
+def image_env(docker: str, image: str, timeout: float, runner: Runner = run_command) -> Optional[List[str]]:
+    """The image's Config.Env (``docker image inspect``), or None when the image is not on the host."""
+    rc, out = runner([docker, "image", "inspect", "--format", "{{json .Config.Env}}", image], timeout)
+    if rc != 0:
+        return None
+    try:
+        env = json.loads(out.strip().splitlines()[-1]) if out.strip() else []
+    except ValueError:
+        env = []
+    return [str(e) for e in env] if isinstance(env, list) else []
+
+
 def image_present(docker: str, image: str, timeout: float, runner: Runner = run_command) -> bool:
-    rc, _out = runner([docker, "image", "inspect", "--format", "{{.Id}}", image], timeout)
-    return rc == 0
+    return image_env(docker, image, timeout, runner) is not None
 
 
 # ---------------------------------------------------------------------------
@@ -272,6 +364,7 @@ def _run_check(
     ok, differs = compare(check["expected"] or [], seen) if rc == 0 else (False, "")
     return {
         "name": check["name"],
+        "path": check["path"],
         "selector": check["selector"],
         "argv": argv,
         "expected": check["expected"],
@@ -284,25 +377,22 @@ def _run_check(
 
 
 def _check_reason(check: Dict[str, Any], mode: str, timeout: float, state: Dict[str, Any]) -> str:
-    how = (
-        f"NVIDIA_VISIBLE_DEVICES={check['selector']}"
-        if mode == "runtime"
-        else f"--device {CDI_KIND}={check['selector']}"
-    )
+    asked = how(check["path"], check["selector"])
+    which = f"'{check['name']}'" + (f" ({asked})" if asked != check["name"] else "")
     if check["rc"] is None:
         return (
-            f"The container for '{check['name']}' ({how}) did not finish within {timeout:g} seconds: check that "
+            f"The container for {which} did not finish within {timeout:g} seconds: check that "
             "nvidia-smi answers on the host (a hung GPU or driver shows in dmesg), or raise gpu_verify_timeout."
         )
-    fix = _fix(mode, state, check["output"])
+    fix = _fix(mode, state, check["output"], check["path"])
     if check["rc"] != 0:
         line = _last_line(check["output"]) or "no output"
         if check["rc"] == 127 or "executable file not found" in line:
             line += " (nvidia-smi was not put into the container)"
-        return f"The container for '{check['name']}' ({how}) failed with exit code {check['rc']} ({line}): {fix}."
+        return f"The container for {which} failed with exit code {check['rc']} ({line}): {fix}."
     seen = ", ".join(check["seen"]) or "no GPU"
     return (
-        f"The container for '{check['name']}' ({how}) saw {seen} where NVML on the host gives "
+        f"The container for {which} saw {seen} where NVML on the host gives "
         f"{', '.join(check['expected'] or [])} ({check['differs']}): {fix}."
     )
 
@@ -358,7 +448,7 @@ def verify(
     path = find_docker(docker)
     if path is None:
         if check_mode:
-            result["checks"] = _planned(plan_checks(gpus), docker, mode, image)
+            result["checks"] = _planned(plan_checks(gpus, mode), docker, mode, image, None)
             result["verified"] = None
             return result
         return _fail(
@@ -375,7 +465,8 @@ def verify(
                 f"Docker is not running or does not answer ({path} info: {state['error']}): start it "
                 "(systemctl start docker) and verify again.",
             )
-    elif not image_present(path, image, timeout, runner):
+    env = image_env(path, image, timeout, runner) if state["running"] else None
+    if state["running"] and env is None:
         absent = (
             f"The image {image} is not on this host and pulling it is off (gpu_verify_pull: false): "
             "load it (docker load -i FILE) or allow the pull, then verify again."
@@ -397,10 +488,12 @@ def verify(
                 )
             result["pulled"] = True
             result["changed"] = True
+            env = image_env(path, image, timeout, runner)
 
-    checks = plan_checks(gpus)
+    checks = plan_checks(gpus, mode)
+    search_path = smi_search_path(env, host_nvidia_smi())
     if check_mode:
-        result["checks"] = _planned(checks, path, mode, image)
+        result["checks"] = _planned(checks, path, mode, image, search_path)
         result["verified"] = None
         return result
 
@@ -408,7 +501,7 @@ def verify(
     done: List[Dict[str, Any]] = []
     for check in checks:
         name = f"gpu-install-verify-{uuid.uuid4().hex[:12]}"
-        argv = container_argv(path, mode, image, check["selector"], name=name)
+        argv = container_argv(path, mode, image, check["selector"], name, via=check["path"], search_path=search_path)
         done.append(_run_check(check, argv, path, name, timeout, runner))
         if done[-1]["rc"] is None:
             break  # a hung container would hang the next ones too
@@ -423,12 +516,15 @@ def verify(
     return result
 
 
-def _planned(checks: Sequence[Dict[str, Any]], docker: str, mode: str, image: str) -> List[Dict[str, Any]]:
+def _planned(
+    checks: Sequence[Dict[str, Any]], docker: str, mode: str, image: str, search_path: Optional[str]
+) -> List[Dict[str, Any]]:
     return [
         {
             "name": c["name"],
+            "path": c["path"],
             "selector": c["selector"],
-            "argv": container_argv(docker, mode, image, c["selector"]),
+            "argv": container_argv(docker, mode, image, c["selector"], via=c["path"], search_path=search_path),
             "expected": c["expected"],
             "seen": None,
             "ok": None,

@@ -14,12 +14,16 @@ description:
   - Reads the GPUs through NVML on the host (the driver's C(libnvidia-ml.so.1), through ctypes; no nvidia-ml-py
     needed), then starts throwaway containers (C(docker run --rm --network none)) the way the host gives containers
     GPUs, and compares the GPU UUIDs that C(nvidia-smi) lists inside with NVML's outside.
-  - The checks - C(all) must see exactly NVML's GPUs; then each GPU alone, by its index and by its UUID, exactly that
-    GPU (isolation as well as access).
+  - The checks, on every path the mode promises (each check names its C(path)) - C(all) must see exactly NVML's
+    GPUs; then each GPU alone, exactly that GPU (isolation as well as access).
   - With O(mode=runtime), the containers run under Docker's B(default) runtime (no C(--runtime)) with
     C(NVIDIA_VISIBLE_DEVICES=all|<index>|<uuid>) and C(NVIDIA_DRIVER_CAPABILITIES=utility), which proves that the
-    C(nvidia) runtime is Docker's default, so that C(docker build) and Compose get the GPU too. With O(mode=cdi),
-    they get C(--device nvidia.com/gpu=all|<index>|<uuid>) from the CDI spec.
+    C(nvidia) runtime is Docker's default, so that the classic C(docker build) and Compose get the GPU too; then
+    with C(--gpus all) and C(--gpus device=<uuid>) (Docker's device requests, which Compose's
+    C(deploy.resources.reservations.devices) use too). With O(mode=cdi), they get
+    C(--device nvidia.com/gpu=all|<index>|<uuid>) from the CDI spec.
+  - NVIDIA's runtime mounts C(nvidia-smi) at its path on the host, which may be off the image's C(PATH) (for
+    example C(/usr/local/nvidia/bin)); the containers' C(PATH) is then the image's with that directory after it.
   - O(image) needs only glibc; C(nvidia-smi) and the driver libraries are put into the container by the runtime or
     the CDI spec. It is pulled only when it is not on the host and O(pull) is true.
   - Fails with C(gpu_install_error) code 8 and one sentence naming what differed and the fix - NVML unavailable or
@@ -122,8 +126,10 @@ docker:
   type: dict
 checks:
   description: >-
-    One per container - C(name) (C(all), C(index 0), C(UUID GPU-...)), C(selector), C(argv), C(expected) (NVML's
-    UUIDs), C(seen) (nvidia-smi's inside), C(ok), C(rc), C(differs) (what differed) and C(output) (its tail).
+    One per container - C(name) (C(all), C(index 0), C(UUID GPU-...), C(--gpus all), C(--gpus device=GPU-...)),
+    C(path) (how the container asks for GPUs - C(NVIDIA_VISIBLE_DEVICES), C(--gpus) or C(--device)), C(selector),
+    C(argv), C(expected) (NVML's UUIDs), C(seen) (nvidia-smi's inside), C(ok), C(rc), C(differs) (what differed)
+    and C(output) (its tail).
   returned: always
   type: list
   elements: dict

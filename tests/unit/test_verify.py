@@ -100,26 +100,53 @@ def _gpus(*uuids):
     return [{"index": i, "uuid": u, "name": "NVIDIA H100 80GB HBM3"} for i, u in enumerate(uuids)]
 
 
-def test_checks_all_then_each_gpu_alone_by_index_and_by_uuid():
-    assert verify.plan_checks(_gpus(A, B, C)) == [
-        {"name": "all", "selector": "all", "expected": sorted([A, B, C])},
-        {"name": "index 0", "selector": "0", "expected": [A]},
-        {"name": f"UUID {A}", "selector": A, "expected": [A]},
-        {"name": "index 1", "selector": "1", "expected": [B]},
-        {"name": f"UUID {B}", "selector": B, "expected": [B]},
-        {"name": "index 2", "selector": "2", "expected": [C]},
-        {"name": f"UUID {C}", "selector": C, "expected": [C]},
+def test_cdi_checks_all_then_each_gpu_alone_by_index_and_by_uuid():
+    device = "--device"
+    assert verify.plan_checks(_gpus(A, B, C), "cdi") == [
+        {"name": "all", "path": device, "selector": "all", "expected": sorted([A, B, C])},
+        {"name": "index 0", "path": device, "selector": "0", "expected": [A]},
+        {"name": f"UUID {A}", "path": device, "selector": A, "expected": [A]},
+        {"name": "index 1", "path": device, "selector": "1", "expected": [B]},
+        {"name": f"UUID {B}", "path": device, "selector": B, "expected": [B]},
+        {"name": "index 2", "path": device, "selector": "2", "expected": [C]},
+        {"name": f"UUID {C}", "path": device, "selector": C, "expected": [C]},
     ]
 
 
+def test_runtime_checks_the_variable_by_index_and_uuid_then_gpus_all_and_each_gpu_by_uuid():
+    env = "NVIDIA_VISIBLE_DEVICES"
+    assert verify.plan_checks(_gpus(A, B), "runtime") == [
+        {"name": "all", "path": env, "selector": "all", "expected": sorted([A, B])},
+        {"name": "index 0", "path": env, "selector": "0", "expected": [A]},
+        {"name": f"UUID {A}", "path": env, "selector": A, "expected": [A]},
+        {"name": "index 1", "path": env, "selector": "1", "expected": [B]},
+        {"name": f"UUID {B}", "path": env, "selector": B, "expected": [B]},
+        {"name": "--gpus all", "path": "--gpus", "selector": "all", "expected": sorted([A, B])},
+        {"name": f"--gpus device={A}", "path": "--gpus", "selector": f"device={A}", "expected": [A]},
+        {"name": f"--gpus device={B}", "path": "--gpus", "selector": f"device={B}", "expected": [B]},
+    ]
+
+
+def test_every_path_a_mode_promises_is_checked_and_no_other():
+    assert verify.PATHS == {"runtime": ("NVIDIA_VISIBLE_DEVICES", "--gpus"), "cdi": ("--device",)}
+    for mode, paths in verify.PATHS.items():
+        checks = verify.plan_checks(_gpus(A, B), mode)
+        assert {c["path"] for c in checks} == set(paths)
+        for path in paths:  # each path proves all GPUs together and each alone
+            mine = [c for c in checks if c["path"] == path]
+            assert mine[0]["selector"] == "all" and {u for c in mine[1:] for u in c["expected"]} == {A, B}
+        assert len({c["name"] for c in checks}) == len(checks)  # names stay unique keys
+
+
 def test_checks_on_one_gpu_still_select_it_by_index_and_by_uuid():
-    names = [c["selector"] for c in verify.plan_checks(_gpus(A))]
-    assert names == ["all", "0", A]
+    assert [c["selector"] for c in verify.plan_checks(_gpus(A), "cdi")] == ["all", "0", A]
+    assert [c["selector"] for c in verify.plan_checks(_gpus(A), "runtime")] == ["all", "0", A, "all", f"device={A}"]
 
 
 def test_checks_without_known_gpus_list_what_would_run():
-    assert [c["expected"] for c in verify.plan_checks([])] == [None, None]
-    assert [c["selector"] for c in verify.plan_checks([{"index": 0, "uuid": None}])] == ["all", "0"]
+    assert [c["expected"] for c in verify.plan_checks([], "cdi")] == [None, None]
+    assert [c["selector"] for c in verify.plan_checks([{"index": 0, "uuid": None}], "cdi")] == ["all", "0"]
+    assert [c["name"] for c in verify.plan_checks([], "runtime")] == ["all", "index 0", "--gpus all"]
 
 
 def test_runtime_argv_uses_the_default_runtime_and_nvidia_variables():
@@ -132,6 +159,17 @@ def test_runtime_argv_uses_the_default_runtime_and_nvidia_variables():
     assert not any(a.startswith("--runtime") for a in argv)
 
 
+def test_gpus_argv_asks_docker_for_a_device_request_and_sets_no_nvidia_variable():
+    argv = verify.container_argv("docker", "runtime", "img:1", f"device={A}", via="--gpus")
+    assert argv == [
+        "docker", "run", "--rm", "--network", "none", "--gpus", f"device={A}",
+        "--entrypoint", "nvidia-smi", "img:1", "--query-gpu=uuid", "--format=csv,noheader",
+    ]  # fmt: skip
+    assert not any("NVIDIA_" in a or a.startswith("--runtime") for a in argv)
+    with pytest.raises(ValueError):  # cdi mode does not promise --gpus
+        verify.container_argv("docker", "cdi", "img:1", "all", via="--gpus")
+
+
 def test_cdi_argv_names_the_cdi_device_and_no_nvidia_variables():
     argv = verify.container_argv("/usr/bin/docker", "cdi", "img:1", A)
     assert argv == [
@@ -140,6 +178,33 @@ def test_cdi_argv_names_the_cdi_device_and_no_nvidia_variables():
     ]  # fmt: skip
     assert not any("NVIDIA_" in a or a.startswith("--runtime") for a in argv)
     assert "nvidia.com/gpu=all" in verify.container_argv("docker", "cdi", "img:1", "all")
+
+
+def test_how_a_check_asks_for_gpus_reads_as_the_user_writes_it():
+    assert verify.how("NVIDIA_VISIBLE_DEVICES", "0") == "NVIDIA_VISIBLE_DEVICES=0"
+    assert verify.how("--gpus", f"device={A}") == f"--gpus device={A}"
+    assert verify.how("--device", "all") == "--device nvidia.com/gpu=all"
+
+
+# -- nvidia-smi where NVIDIA's runtime mounts it: its host path, maybe off the image's PATH ---------------------------
+def test_container_path_adds_the_host_directory_of_nvidia_smi_after_the_image_path():
+    env = ["PATH=/opt/conda/bin:/usr/bin:/bin", "LANG=C.UTF-8"]
+    found = verify.smi_search_path(env, "/usr/local/nvidia/bin/nvidia-smi")
+    assert found == "/opt/conda/bin:/usr/bin:/bin:/usr/local/nvidia/bin"  # the image's own nvidia-smi first
+    argv = verify.container_argv("docker", "runtime", "img", "all", search_path=found)
+    assert argv[-7:-5] == ["-e", f"PATH={found}"] and argv[-5:-3] == ["--entrypoint", "nvidia-smi"]
+
+
+def test_container_path_is_left_alone_where_the_image_path_finds_nvidia_smi():
+    assert verify.smi_search_path(["PATH=/usr/local/bin:/usr/bin"], "/usr/bin/nvidia-smi") is None
+    assert verify.smi_search_path(["PATH=/usr/bin"], None) is None  # no nvidia-smi on the host: nothing to add
+    assert "-e" not in verify.container_argv("docker", "cdi", "img", "all", search_path=None)
+
+
+def test_container_path_of_an_image_without_path_starts_from_docker_default():
+    found = verify.smi_search_path([], "/usr/local/nvidia/bin/nvidia-smi")
+    assert found == verify.DOCKER_DEFAULT_PATH + ":/usr/local/nvidia/bin"
+    assert verify.smi_search_path(None, "/opt/nv/nvidia-smi") == verify.DOCKER_DEFAULT_PATH + ":/opt/nv"
 
 
 def test_unknown_mode_is_refused():
@@ -268,7 +333,7 @@ def test_check_mode_without_a_driver_does_not_fail_and_runs_nothing(tmp_path):
     rc, result = run_module(tmp_path, args, check=True, diff=True)
     assert rc == 0 and result["verified"] is None and result["changed"] is True  # the real run would pull
     assert result["diff"] == {"prepared": f"gpu_verify would pull the image {ABSENT_IMAGE}, which was not on the host"}
-    assert [c["name"] for c in result["checks"]] == ["all", "index 0"]
+    assert [c["name"] for c in result["checks"]] == ["all", "index 0", "--gpus all"]
     assert all(c["ok"] is None and c["seen"] is None and c["argv"][1] == "run" for c in result["checks"])
     assert result["docker"]["running"] is True and result["pulled"] is False
     assert subprocess.run(["docker", "image", "inspect", ABSENT_IMAGE], capture_output=True).returncode != 0
@@ -301,7 +366,7 @@ def test_absent_image_with_pull_off_in_check_mode_is_a_blocker_not_a_failure(tmp
     _docker_ok()
     rc, result = run_module(tmp_path, dict(two_gpus, image=ABSENT_IMAGE, pull=False), check=True)
     assert rc == 0 and result["gpu_install_blocker"]["code"] == 8 and result["changed"] is False
-    assert [c["expected"] for c in result["checks"]] == [sorted([A, B]), [A], [A], [B], [B]]
+    assert [c["expected"] for c in result["checks"]] == [sorted([A, B]), [A], [A], [B], [B], sorted([A, B]), [A], [B]]
 
 
 def test_a_failed_pull_fails_with_code_8_and_docker_own_error(tmp_path, two_gpus):
@@ -340,26 +405,46 @@ def test_a_gpu_nvml_cannot_read_fails_with_code_8(tmp_path, two_gpus, monkeypatc
 
 
 # -- the module end to end through Docker's default runtime (fake nvidia-smi) -----------------------------------------
-def test_containers_that_see_nvml_gpus_verify(tmp_path, two_gpus, fake_smi):
+def _gpus_served_here() -> bool:
+    """Whether this machine's dockerd serves --gpus (it does only with NVIDIA's hook on its PATH at start)."""
+    info = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True)
+    return "nvidia" in info.stdout
+
+
+def test_runtime_mode_proves_the_variable_then_fails_on_gpus_where_docker_does_not_serve_them(
+    tmp_path, two_gpus, fake_smi
+):
+    """This machine's dockerd runs runc by default and has no NVIDIA hook: the fake nvidia-smi answers
+    NVIDIA_VISIBLE_DEVICES as NVIDIA's runtime would, and Docker itself refuses --gpus (exit 125)."""
+    if _gpus_served_here():
+        pytest.skip("this dockerd has NVIDIA's runtime")
     image = fake_image(fake_smi, [A, B])
     rc, result = run_module(tmp_path, dict(two_gpus, image=image, pull=False))
-    assert rc == 0, result.get("msg")
-    assert result["verified"] is True and result["changed"] is False and result["mode"] == "runtime"
-    assert [(c["name"], c["expected"], c["seen"], c["ok"]) for c in result["checks"]] == [
-        ("all", sorted([A, B]), [A, B], True),
-        ("index 0", [A], [A], True),
-        (f"UUID {A}", [A], [A], True),
-        ("index 1", [B], [B], True),
-        (f"UUID {B}", [B], [B], True),
+    assert rc == 1 and result["verified"] is False and result["mode"] == "runtime"
+    assert [(c["name"], c["path"], c["expected"], c["seen"], c["ok"]) for c in result["checks"]] == [
+        ("all", "NVIDIA_VISIBLE_DEVICES", sorted([A, B]), [A, B], True),
+        ("index 0", "NVIDIA_VISIBLE_DEVICES", [A], [A], True),
+        (f"UUID {A}", "NVIDIA_VISIBLE_DEVICES", [A], [A], True),
+        ("index 1", "NVIDIA_VISIBLE_DEVICES", [B], [B], True),
+        (f"UUID {B}", "NVIDIA_VISIBLE_DEVICES", [B], [B], True),
+        ("--gpus all", "--gpus", sorted([A, B]), [], False),
+        (f"--gpus device={A}", "--gpus", [A], [], False),
+        (f"--gpus device={B}", "--gpus", [B], [], False),
     ]
-    for check, selector in zip(result["checks"], ["all", "0", A, "1", B], strict=True):
+    for check, selector in zip(result["checks"][:5], ["all", "0", A, "1", B], strict=True):
         assert f"NVIDIA_VISIBLE_DEVICES={selector}" in check["argv"] and "--runtime" not in " ".join(check["argv"])
+    assert all(c["rc"] == 125 and "could not select device driver" in c["output"] for c in result["checks"][5:])
+    reason = result["gpu_install_error"]["reason"]
+    assert result["gpu_install_error"]["code"] == 8
+    assert reason.startswith("The container for '--gpus all' failed with exit code 125 (")
+    assert "nvidia-container-runtime-hook" in reason and "restart Docker" in reason
     assert _leftovers(result["checks"]) == []
 
 
-def test_verify_prints_a_line_per_check_then_verified(tmp_path, two_gpus, fake_smi):
+def test_verify_prints_a_line_per_check(tmp_path, two_gpus, fake_smi):
+    if _gpus_served_here():
+        pytest.skip("this dockerd has NVIDIA's runtime")
     rc, result = run_module(tmp_path, dict(two_gpus, image=fake_image(fake_smi, [A, B]), pull=False))
-    assert rc == 0
     lines = [verify_command.check_line(c) for c in result["checks"]]
     assert lines == [
         f"  ok    all: expected {', '.join(sorted([A, B]))}; seen {A}, {B}",
@@ -367,10 +452,21 @@ def test_verify_prints_a_line_per_check_then_verified(tmp_path, two_gpus, fake_s
         f"  ok    UUID {A}: expected {A}; seen {A}",
         f"  ok    index 1: expected {B}; seen {B}",
         f"  ok    UUID {B}: expected {B}; seen {B}",
+        f"  FAIL  --gpus all: expected {', '.join(sorted([A, B]))}; seen no GPU (container exit code 125)",
+        f"  FAIL  --gpus device={A}: expected {A}; seen no GPU (container exit code 125)",
+        f"  FAIL  --gpus device={B}: expected {B}; seen no GPU (container exit code 125)",
     ]
+
+
+def test_verified_summary_names_the_mode_gpus_driver_and_image():
+    result = {
+        "mode": "runtime",
+        "image": "debian:bookworm-slim",
+        "nvml": {"driver_version": "580.159.04", "gpus": _gpus(A, B)},
+    }
     assert verify_command.summary(result) == (
         "Verified: containers see the GPU through runtime mode: 2 GPUs (NVIDIA H100 80GB HBM3), "
-        f"driver 580.159.04, image {result['image']}."
+        "driver 580.159.04, image debian:bookworm-slim."
     )
 
 
@@ -381,7 +477,8 @@ def test_a_container_missing_a_gpu_fails_naming_it(tmp_path, two_gpus, fake_smi,
     reason = result["gpu_install_error"]["reason"]
     assert reason.startswith("The container for 'all' (NVIDIA_VISIBLE_DEVICES=all) saw ")
     assert f"(missing {C})" in reason and "default runtime is runc, not nvidia" in reason
-    assert [c["ok"] for c in result["checks"]] == [False, True, True, True, True, False, False]  # C is not there
+    # C is not there; --gpus is not served here
+    assert [c["ok"] for c in result["checks"]] == [False, True, True, True, True, False, False] + [False] * 4
     line = verify_command.check_line(result["checks"][0])
     assert line.startswith("  FAIL  all: expected ") and line.endswith(f"(missing {C})")
 
@@ -390,13 +487,13 @@ def test_a_container_with_an_extra_gpu_fails_naming_it(tmp_path, two_gpus, fake_
     monkeypatch.setenv("FAKE_NVML_GPUS", A)
     rc, result = run_module(tmp_path, dict(two_gpus, image=fake_image(fake_smi, [A, B]), pull=False))
     assert rc == 1 and f"(unexpected {B})" in result["gpu_install_error"]["reason"]
-    assert [c["ok"] for c in result["checks"]] == [False, True, True]
+    assert [c["ok"] for c in result["checks"]] == [False, True, True, False, False]
 
 
 def test_a_container_given_the_wrong_gpu_for_index_0_fails(tmp_path, two_gpus, fake_smi):
     rc, result = run_module(tmp_path, dict(two_gpus, image=fake_image(fake_smi, [B, A]), pull=False))
     assert rc == 1
-    assert [c["ok"] for c in result["checks"]] == [True, False, True, False, True]
+    assert [c["ok"] for c in result["checks"]] == [True, False, True, False, True, False, False, False]
     assert result["gpu_install_error"]["reason"].startswith(
         f"The container for 'index 0' (NVIDIA_VISIBLE_DEVICES=0) saw {B} where NVML on the host gives {A} "
         f"(missing {A}; unexpected {B}): "
@@ -432,7 +529,7 @@ def test_a_hung_container_times_out_and_is_removed(tmp_path, two_gpus, fake_smi)
     assert rc == 1 and result["gpu_install_error"]["code"] == 8
     reason = result["gpu_install_error"]["reason"]
     assert "did not finish within 3 seconds" in reason and "gpu_verify_timeout" in reason
-    assert reason.endswith("(the remaining 4 check(s) were not run).")
+    assert reason.endswith("(the remaining 7 check(s) were not run).")
     assert len(result["checks"]) == 1 and result["checks"][0]["rc"] is None
     assert _leftovers(result["checks"]) == []
 
@@ -443,7 +540,7 @@ def test_check_mode_with_the_image_present_runs_no_container(tmp_path, two_gpus,
     rc, result = run_module(tmp_path, dict(two_gpus, image=image, pull=False), check=True)
     assert rc == 0 and result["verified"] is None and result["changed"] is False
     assert "gpu_install_blocker" not in result
-    assert [c["ok"] for c in result["checks"]] == [None] * 5
+    assert [c["ok"] for c in result["checks"]] == [None] * 8
     until = str(int(subprocess.run(["date", "+%s"], capture_output=True, text=True, check=True).stdout) + 1)
     events = subprocess.run(
         [
@@ -514,6 +611,13 @@ def test_role_rejects_a_wrong_setting_by_its_spec(tmp_path, log_dir):
 def test_fix_for_runtime_mode_names_the_default_runtime_docker_has():
     assert "default runtime is runc, not nvidia" in verify._fix("runtime", {"default_runtime": "runc"})
     assert "NVIDIA Container Toolkit matches the driver" in verify._fix("runtime", {"default_runtime": "nvidia"})
+
+
+def test_fix_for_gpus_docker_refuses_names_nvidia_hook_and_a_restart():
+    output = 'docker: Error response from daemon: could not select device driver "" with capabilities: [[gpu]].'
+    fix = verify._fix("runtime", {"default_runtime": "nvidia"}, output, "--gpus")
+    assert "nvidia-container-runtime-hook" in fix and "restart Docker" in fix
+    assert "nvidia-container-runtime-hook" not in verify._fix("runtime", {"default_runtime": "nvidia"}, output)
 
 
 def test_fix_for_cdi_mode_depends_on_the_docker_version():
