@@ -800,6 +800,8 @@ def run_checks(inputs: Inputs) -> list[Check]:
 
     {"facts", "nvml", "kernels", "module", "docker", "settings", "cdi", "image" (None without --image)}
     """
+    from . import doctor_paths
+
     facts = inputs.get("facts") or {}
     view = inputs.get("nvml") or {"available": False}
     settings = inputs.get("settings") or {}
@@ -812,6 +814,7 @@ def run_checks(inputs: Inputs) -> list[Check]:
         lambda: check_persistence(facts, view, settings),
         lambda: check_secure_boot(facts, inputs.get("module") or {}),
         lambda: check_docker(facts, inputs.get("docker") or {}, settings, inputs.get("cdi") or {}),
+        *doctor_paths.steps(inputs),
         lambda: check_image(inputs["image"], view) if inputs.get("image") else None,
         lambda: check_kernel_update(inputs.get("kernels") or [], (facts.get("kernel") or {}).get("release")),
         lambda: check_topology(view),

@@ -16,7 +16,7 @@ import subprocess
 import urllib.parse
 from typing import Any
 
-from .. import doctor_checks
+from .. import doctor_checks, doctor_paths
 from ..collection import module_utils
 from ..output import emit_json
 
@@ -148,6 +148,7 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
         "settings": values,
         "settings_file": source,
         "cdi": gather_cdi(values),
+        "hooks": doctor_paths.gather_hooks(),
         "image": None,
     }
     image = getattr(args, "image", None)
