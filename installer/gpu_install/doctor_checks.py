@@ -14,6 +14,7 @@ is tested with inputs recorded on real hosts.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Callable, Iterable, Sequence
 
@@ -652,6 +653,85 @@ def check_image(image: dict[str, Any], view: dict[str, Any]) -> Check:
     return check("image", "pass", f"{name} requires {head}, and {found} meets it.")
 
 
+def check_image_libcuda(image: dict[str, Any], facts: dict[str, Any], view: dict[str, Any]) -> Check | None:
+    """An image's own libcuda.so.1 that its loader takes before the CDI spec's (CDI mode, doctor --image).
+
+    ``image["libcuda"]``: {path, version, via ("ld.so.cache" or "LD_LIBRARY_PATH"), lib_dirs, error}, read by
+    commands/doctor.py from the image without running it; absent (runtime mode, image not found): no check.
+    """
+    found = image.get("libcuda")
+    if not isinstance(found, dict):
+        return None
+    name = str(image.get("name"))
+    if found.get("error"):
+        return check(
+            "image_libcuda",
+            "skip",
+            f"{name}'s linker cache could not be read: {found['error']}.",
+            "Start Docker (see the docker check), then run doctor --image again.",
+        )
+    lib_dirs = [str(d) for d in found.get("lib_dirs") or []] or ["/usr/lib/x86_64-linux-gnu"]
+    path = found.get("path")
+    if not path:
+        return check(
+            "image_libcuda",
+            "pass",
+            f"{name} has no libcuda.so.1 of its own ahead of {lib_dirs[0]}, so it loads the host's driver "
+            "that the CDI spec mounts there.",
+        )
+    where = "its LD_LIBRARY_PATH" if found.get("via") == "LD_LIBRARY_PATH" else "its linker cache (/etc/ld.so.cache)"
+    env = image_env(image.get("env") or [], "LD_LIBRARY_PATH")
+    kept = [d for d in (env or "").split(":") if d and d.rstrip("/") != os.path.dirname(str(path))]
+    fix = (
+        "Rebuild the image without that directory in /etc/ld.so.conf.d (then run ldconfig) or LD_LIBRARY_PATH, "
+        f"or run it with -e LD_LIBRARY_PATH={':'.join([lib_dirs[0]] + kept)}, which the loader searches before "
+        "its cache."
+    )
+    version = found.get("version")
+    host = view.get("driver_version") or (facts.get("driver") or {}).get("version")
+    cdi = module_utils("cdi")
+    if not version or not host:
+        return check(
+            "image_libcuda",
+            "warn",
+            f"{name} gives its loader its own libcuda.so.1 ({path}) through {where}, ahead of the host's driver "
+            f"{host or '(version unknown)'} that the CDI spec mounts, and its version could not be compared.",
+            fix,
+        )
+    order = cdi.version_order(str(version), str(host))
+    if order < 0:
+        return check(
+            "image_libcuda",
+            "fail",
+            f"{name} gives its loader its own libcuda {version} ({path}, a CUDA compat library) through {where}, "
+            f"ahead of the host's newer driver {host} that the CDI spec mounts, so CUDA cannot start in it.",
+            fix,
+        )
+    if order > 0:
+        return check(
+            "image_libcuda",
+            "info",
+            f"{name} loads its own libcuda {version} ({path}) through {where}, newer than the host's driver "
+            f"{host}: CUDA forward compatibility, which NVIDIA supports on data-center GPUs only (elsewhere CUDA "
+            "fails with error 804).",
+            f"On other GPUs: {fix[0].lower()}{fix[1:]}",
+        )
+    return check(
+        "image_libcuda",
+        "pass",
+        f"{name} loads its own libcuda {version} ({path}) through {where}, the same version as the host's driver.",
+    )
+
+
+def image_env(env: Sequence[str], key: str) -> str | None:
+    """The value of ``key`` in an image's Config.Env (NAME=VALUE strings), or None."""
+    for item in env:
+        name, sep, value = str(item).partition("=")
+        if sep and name == key:
+            return value
+    return None
+
+
 def _unsatisfied(name: str, failing: Factor, props: dict[str, Any], device: dict[str, Any] | None) -> Check:
     prop, op, value = failing
     condition = f"unsatisfied condition: {prop} {op} {value}"
@@ -816,6 +896,7 @@ def run_checks(inputs: Inputs) -> list[Check]:
         lambda: check_docker(facts, inputs.get("docker") or {}, settings, inputs.get("cdi") or {}),
         *doctor_paths.steps(inputs),
         lambda: check_image(inputs["image"], view) if inputs.get("image") else None,
+        lambda: check_image_libcuda(inputs["image"], facts, view) if inputs.get("image") else None,
         lambda: check_kernel_update(inputs.get("kernels") or [], (facts.get("kernel") or {}).get("release")),
         lambda: check_topology(view),
         lambda: check_cpu_affinity(view),

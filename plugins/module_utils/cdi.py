@@ -308,6 +308,59 @@ def linker_cache(host: gpu_detect.Host, arch: Optional[str]) -> Dict[str, str]:
 
 
 # ---------------------------------------------------------------------------
+# An image's own libcuda (a CUDA forward-compatibility library baked into its linker cache)
+# ---------------------------------------------------------------------------
+_LIBCUDA_VERSION = re.compile(r"^libcuda\.so\.([0-9]+(?:\.[0-9]+)+)$")
+
+
+def libcuda_version(path: Optional[str]) -> Optional[str]:
+    """The driver version a libcuda file's name carries (``.../libcuda.so.535.104.05`` -> ``535.104.05``);
+    None for ``libcuda.so.1`` and anything else."""
+    match = _LIBCUDA_VERSION.match(os.path.basename(path or ""))
+    return match.group(1) if match else None
+
+
+def _same_dirs(directories: Sequence[str]) -> Set[str]:
+    """The directories and their merged-/usr spellings (/lib/<multiarch> for /usr/lib/<multiarch>, /lib64 for
+    /usr/lib64): ldconfig lists a merged-/usr image's libraries under whichever the configuration names first."""
+    out: Set[str] = set()
+    for given in directories:
+        directory = given.rstrip("/") or "/"
+        out.add(directory)
+        if directory.startswith("/usr/lib"):
+            out.add(directory[len("/usr") :])
+    return out
+
+
+def image_libcuda(cache: bytes, arch: Optional[str], lib_dirs: Sequence[str]) -> Optional[str]:
+    """The path of the libcuda.so.1 that an image's linker cache gives its loader, when that is not one of
+    ``lib_dirs`` (where the spec mounts the host's); None when the cache lists none or one there.
+
+    The loader takes the first entry of the cache for a name (entries are in the order of ldconfig's
+    directories) and tries the default directories only without one, so a libcuda.so.1 that the image's
+    cache lists elsewhere (a CUDA compat directory in /etc/ld.so.conf.d) wins over every mount.
+    """
+    want = LDCACHE_FLAGS.get(arch or "")
+    for soname, flags, path in parse_ld_so_cache(cache):
+        if soname != "libcuda.so.1":
+            continue
+        if (want is not None and flags != want) or (want is None and not flags & 0xFF00):
+            continue
+        return None if os.path.dirname(path) in _same_dirs(lib_dirs) else path
+    return None
+
+
+def version_order(left: str, right: str) -> int:
+    """-1, 0 or 1 as driver version ``left`` is older than, the same as or newer than ``right`` (numeric fields)."""
+    a = [int(p) if p.isascii() and p.isdigit() else 0 for p in left.split(".")]
+    b = [int(p) if p.isascii() and p.isdigit() else 0 for p in right.split(".")]
+    width = max(len(a), len(b))
+    a += [0] * (width - len(a))
+    b += [0] * (width - len(b))
+    return (a > b) - (a < b)
+
+
+# ---------------------------------------------------------------------------
 # Discovery
 # ---------------------------------------------------------------------------
 class Gpu:
@@ -697,8 +750,8 @@ def _lib_dirs(found: Discovery, container_lib_dir: Any) -> Tuple[str, ...]:
         return container_lib_dirs_for(found.arch)
     given = [container_lib_dir] if isinstance(container_lib_dir, str) else list(container_lib_dir)
     out: List[str] = []
-    for directory in given:
-        directory = str(directory).rstrip("/") or "/"
+    for item in given:
+        directory = str(item).rstrip("/") or "/"
         if directory not in out:
             out.append(directory)
     return tuple(out)

@@ -82,6 +82,112 @@ def gather_image(sock: str, name: str) -> dict[str, Any]:
     return out
 
 
+def _docker_call(
+    sock: str, method: str, path: str, body: dict[str, Any] | None = None, limit: int = 64 << 20
+) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one request to Docker's socket."""
+    conn = module_utils("docker_service")._UnixHTTPConnection(sock, 30.0)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+        resp = conn.getresponse()
+        payload = resp.read(limit) if method != "HEAD" else b""
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, payload
+    finally:
+        conn.close()
+
+
+def _spec_lib_dirs() -> list[str]:
+    """Where the CDI spec on disk mounts libcuda.so.1 in containers (else where the generator would)."""
+    cdi = module_utils("cdi")
+    dirs: list[str] = []
+    try:
+        with open(str(cdi.DEFAULT_PATH), "rb") as fh:
+            spec = json.loads(fh.read(16 << 20).decode("utf-8"))
+        for mount in (spec.get("containerEdits") or {}).get("mounts") or []:
+            target = str(mount.get("containerPath") or "")
+            if target.endswith("/libcuda.so.1") and os.path.dirname(target) not in dirs:
+                dirs.append(os.path.dirname(target))
+    except (OSError, ValueError, AttributeError):
+        pass
+    return dirs or list(cdi.container_lib_dirs_for(os.uname().machine))
+
+
+def gather_image_libcuda(sock: str, image: dict[str, Any]) -> dict[str, Any]:
+    """The libcuda.so.1 an image's loader takes before the CDI spec's mounts, read without running the image:
+    {path, version, via, lib_dirs, error}.
+
+    A container is created (never started), each LD_LIBRARY_PATH directory's libcuda.so.1 is looked up
+    (HEAD /containers/ID/archive: its stat header, with a symlink's resolved target) and /etc/ld.so.cache
+    copied out (GET /containers/ID/archive, a tar stream), then the container is removed.
+    """
+    import base64
+    import io
+    import tarfile
+
+    cdi = module_utils("cdi")
+    lib_dirs = _spec_lib_dirs()
+    out: dict[str, Any] = {"path": None, "version": None, "via": None, "lib_dirs": lib_dirs, "error": None}
+    same = cdi._same_dirs(lib_dirs)
+
+    def stat(cid: str, path: str) -> dict[str, Any] | None:
+        query = urllib.parse.urlencode({"path": path})
+        status, headers, _ = _docker_call(sock, "HEAD", f"/containers/{cid}/archive?{query}")
+        if status != 200:
+            return None
+        try:
+            return dict(json.loads(base64.b64decode(headers.get("x-docker-container-path-stat", ""))))
+        except (ValueError, TypeError):
+            return {}
+
+    def version_of(path: str, info: dict[str, Any]) -> str | None:
+        return cdi.libcuda_version(str(info.get("linkTarget") or "")) or cdi.libcuda_version(path)
+
+    cid = None
+    try:
+        status, _, body = _docker_call(
+            sock,
+            "POST",
+            "/containers/create",
+            {"Image": image.get("id") or image.get("name"), "Cmd": ["true"], "NetworkDisabled": True},
+        )
+        if status != 201:
+            out["error"] = f"Docker answered HTTP {status} to creating a container of it"
+            return out
+        cid = str(json.loads(body.decode("utf-8", "replace"))["Id"])
+        env_path = doctor_checks.image_env(image.get("env") or [], "LD_LIBRARY_PATH") or ""
+        for directory in [d.rstrip("/") for d in env_path.split(":") if d.startswith("/")]:
+            if directory in same:
+                break  # the spec's own directory comes first: the host's libcuda wins
+            info = stat(cid, f"{directory}/libcuda.so.1")
+            if info is not None:
+                path = f"{directory}/libcuda.so.1"
+                out.update(path=path, version=version_of(path, info), via="LD_LIBRARY_PATH")
+                return out
+        status, _, body = _docker_call(sock, "GET", f"/containers/{cid}/archive?path=/etc/ld.so.cache")
+        if status != 200:
+            return out  # no linker cache: the loader goes to its default directories, where the spec mounts
+        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+            member = next((m for m in tar.getmembers() if m.isfile()), None)
+            handle = tar.extractfile(member) if member is not None else None
+            cache = handle.read() if handle is not None else b""
+        path = cdi.image_libcuda(cache, os.uname().machine, lib_dirs)
+        if path:
+            info = stat(cid, path) or {}
+            out.update(path=path, version=version_of(path, info), via="ld.so.cache")
+    except PermissionError:
+        out["error"] = f"this user may not use Docker's socket {sock}"
+    except (OSError, ValueError, KeyError, tarfile.TarError, http.client.HTTPException) as exc:
+        out["error"] = f"Docker did not give the image's files ({exc})"
+    finally:
+        if cid:
+            try:
+                _docker_call(sock, "DELETE", f"/containers/{cid}?force=true&v=true")
+            except (OSError, http.client.HTTPException):
+                pass
+    return out
+
+
 def gather_module(facts: dict[str, Any]) -> dict[str, Any]:
     """The NVIDIA module's signature state (read only where Secure Boot is on): taint, filename, signer."""
     if not facts.get("secure_boot"):
@@ -154,6 +260,8 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
     image = getattr(args, "image", None)
     if image:
         inputs["image"] = gather_image(sock, image)
+        if inputs["cdi"] and inputs["image"].get("found"):  # CDI mode: the spec's mounts against the image's own
+            inputs["image"]["libcuda"] = gather_image_libcuda(sock, inputs["image"])
     return inputs
 
 

@@ -5,7 +5,8 @@ A corpus directory holds:
 * ``files/``: files copied as they are (``/proc/driver/nvidia``, ``/etc/ld.so.cache`` when captured);
 * ``listing.txt``: what else exists, one ``TYPE PATH<TAB>LINK-TARGET`` per line, as
   ``find ... -printf '%y %p\\t%l\\n'`` writes it on the host (d directory, f file, l symlink,
-  c/b device node, s socket). Files named ``lib*.so*`` become minimal ELF shared objects whose
+  c/b device node, s socket). Files named ``lib*.so*`` become minimal ELF shared objects (ELF32 i386 in an
+  ``i386-linux-gnu`` or ``lib32`` directory, else ELF64 x86-64) whose
   SONAME is the ``lib*.so.N`` link that points to them (else their own name); other files in a
   ``bin``/``sbin`` directory, and files that a link there leads to (through other listed links,
   as Debian's alternatives do), become minimal ELF executables; device nodes and sockets empty files;
@@ -68,6 +69,47 @@ def elf(soname: str | None = None, machine: int = 62) -> bytes:
     return ehdr + load + dynamic + body + strtab
 
 
+def elf32(soname: str | None = None, machine: int = 3) -> bytes:
+    """A minimal little-endian ELF32 file (i386 by default): ET_DYN needing libc.so.6 (so that ldconfig files it
+    as a libc6 library, as it does the driver's 32-bit ones), with a DT_SONAME when ``soname`` is given."""
+    strtab = b"\0libc.so.6\0" + (soname or "").encode() + b"\0"
+    phnum = 2
+    dyn_off = 52 + 32 * phnum
+    dyn = [(1, 1), (14, 11) if soname else (0, 0), (5, dyn_off + 40), (10, len(strtab)), (0, 0)]
+    total = dyn_off + 40 + len(strtab)
+    ehdr = struct.pack(
+        "<4sBBBBB7sHHIIIIIHHHHHH",
+        b"\x7fELF",
+        1,
+        1,
+        1,
+        0,
+        0,
+        b"\0" * 7,
+        3,
+        machine,
+        1,
+        0,
+        52,
+        0,
+        0,
+        52,
+        32,
+        phnum,
+        40,
+        0,
+        0,
+    )
+    load = struct.pack("<IIIIIIII", 1, 0, 0, 0, total, total, 5, 0x1000)
+    dynamic = struct.pack("<IIIIIIII", 2, dyn_off, dyn_off, dyn_off, 40, 40, 6, 4)
+    body = b"".join(struct.pack("<iI", tag, val) for tag, val in dyn)
+    return ehdr + load + dynamic + body + strtab
+
+
+# Library directories whose files are 32-bit (i386): Debian's multiarch one and the lib32 spelling.
+THIRTY_TWO_BIT_DIRS = ("i386-linux-gnu", "lib32")
+
+
 def parse_listing(text: str) -> list[tuple[str, str, str]]:
     out = []
     for line in text.splitlines():
@@ -128,7 +170,8 @@ def build(corpus: Path, dest: Path) -> Path:
         if override.is_file():
             data = override.read_bytes()
         elif kind == "f" and re.match(r"^lib.*\.so", real.name):
-            data = elf(sonames.get(path, real.name))
+            bits32 = os.path.basename(os.path.dirname(path)) in THIRTY_TWO_BIT_DIRS
+            data = (elf32 if bits32 else elf)(sonames.get(path, real.name))
             lib_dirs.add(os.path.dirname(path))
         elif kind == "f" and path in programs:
             data = elf()
