@@ -463,10 +463,11 @@ def test_verified_summary_names_the_mode_gpus_driver_and_image():
         "mode": "runtime",
         "image": "debian:bookworm-slim",
         "nvml": {"driver_version": "580.159.04", "gpus": _gpus(A, B)},
+        "checks": [{"path": p} for p in verify.PATHS["runtime"] for _gpu in range(3)],
     }
     assert verify_command.summary(result) == (
-        "Verified: containers see the GPU through runtime mode: 2 GPUs (NVIDIA H100 80GB HBM3), "
-        "driver 580.159.04, image debian:bookworm-slim."
+        "Verified: containers see the GPU through runtime mode (NVIDIA_VISIBLE_DEVICES, --gpus): 2 GPUs "
+        "(NVIDIA H100 80GB HBM3), driver 580.159.04, image debian:bookworm-slim."
     )
 
 

@@ -37,13 +37,15 @@ def check_line(check: dict[str, Any]) -> str:
 
 
 def summary(verify: dict[str, Any]) -> str:
-    """``Verified: ...`` naming the mode, the GPUs, the driver and the image."""
+    """``Verified: ...`` naming the mode and the paths its checks proved, the GPUs, the driver and the image."""
     nvml = verify.get("nvml") or {}
     gpus = nvml.get("gpus") or []
     names = sorted({str(g.get("name")) for g in gpus if g.get("name")})
     what = f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''}" + (f" ({', '.join(names)})" if names else "")
+    paths = list(dict.fromkeys(str(c["path"]) for c in verify.get("checks") or [] if c.get("path")))
+    how = f" ({', '.join(paths)})" if paths else ""
     return (
-        f"Verified: containers see the GPU through {verify.get('mode')} mode: {what}, driver "
+        f"Verified: containers see the GPU through {verify.get('mode')} mode{how}: {what}, driver "
         f"{nvml.get('driver_version')}, image {verify.get('image')}."
     )
 
