@@ -56,9 +56,12 @@ options:
     default: [/usr/local/nvidia/lib64, /usr/local/nvidia/lib, /usr/local/nvidia/bin]
   container_lib_dir:
     description:
-      - Where the libraries appear inside containers. Default is the multiarch directory that Debian and
-        Ubuntu images search (C(/usr/lib/x86_64-linux-gnu) on x86_64, as in NVIDIA's CUDA images); images of
-        the Red Hat family want C(/usr/lib64).
+      - One directory where the libraries (and their development names, such as C(libcuda.so)) appear inside
+        containers, instead of the default two. By default each library is mounted both in the multiarch
+        directory that Debian and Ubuntu images search (C(/usr/lib/x86_64-linux-gnu) on x86_64, as in NVIDIA's
+        CUDA images) and in C(/usr/lib64), which images of the Red Hat family, UBI, Amazon Linux and SUSE
+        search, so one spec serves them all. C(NVIDIA_CTK_LIBCUDA_DIR) and C(TRITON_LIBCUDA_PATH) name the
+        first directory.
     type: str
   capabilities:
     description:
