@@ -2,8 +2,10 @@
 
 FIXTURE: tests/fixtures/mirror.py stands in for NVIDIA's container toolkit repository (unreachable from
 here), signed with a key made by the test and reached through gpu_install_repositories, as a user's mirror
-is. Its toolkit packages are stand-ins: nvidia-container-runtime records its call and execs runc, nvidia-ctk
-records its call. There is no GPU here: applies run as image builds (gpu_install_image_build: true), which
+is. Its toolkit is NVIDIA's real one, built from NVIDIA's source of v1.20.0 and packaged as NVIDIA packages
+it (tests/fixtures/toolkit.py), so containers run through NVIDIA's real nvidia-container-runtime; only
+libnvidia-container (nvidia-container-cli, a separate C project) is a stand-in. There is no GPU here:
+applies run as image builds (gpu_install_image_build: true), which
 install and configure everything and leave the spec to the boot-time unit; the /dev/char links are proved
 on device nodes the test makes with mknod (FIXTURE nodes with the NVIDIA majors, no driver behind them).
 """
@@ -14,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+
 import roles
 from hosts import Host
 from roles import failure
@@ -22,8 +25,17 @@ from test_docker_role import info, tiny_image
 from test_repositories import gateway
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fixtures.mirror import TOOLKIT_LOG, TOOLKIT_VERSIONS, Mirror  # noqa: E402
+from fixtures.mirror import TOOLKIT_VERSIONS, Mirror  # noqa: E402
 
+# The runtime's own log, switched on in the test host as NVIDIA's config.toml documents ([nvidia-container-runtime]
+# debug), to show that NVIDIA's runtime, not runc alone, ran the container.
+RUNTIME_LOG = "/var/log/nvidia-container-runtime.log"
+
+# NVIDIA's runtime (jit-cdi mode) asked for GPUs on a host without the driver's libraries; Docker wraps it as
+# "OCI runtime create failed: could not apply required modification to OCI specification: error modifying OCI
+# spec: failed to create the automatic CDI modifier: failed to generate CDI spec for mode "auto": failed to
+# construct device spec generators: failed to initialize NVML: ERROR_LIBRARY_NOT_FOUND: unknown."
+NO_GPU_ERROR = ("failed to create the automatic CDI modifier", "failed to initialize NVML: ERROR_LIBRARY_NOT_FOUND")
 REFRESH_UNIT = "/etc/systemd/system/gpu-install-cdi-refresh.service"
 UDEV_RULE = "/etc/udev/rules.d/71-nvidia-dev-char.rules"
 
@@ -33,10 +45,19 @@ def installed_version(host: Host, package: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def test_runtime_mode_installs_the_pinned_toolkit_and_docker_runs_containers_through_it_by_default(
-    bookworm_host, tmp_path
+def log_runtime_calls(host: Host) -> None:
+    """Switch on the runtime's log: the [nvidia-container-runtime] debug line NVIDIA's config.toml has commented."""
+    path = "/etc/nvidia-container-runtime/config.toml"
+    config = host.get(path).decode()
+    commented = f'#debug = "{RUNTIME_LOG}"'
+    assert commented in config, config
+    host.put(path, config.replace(commented, commented[1:]))
+
+
+def test_runtime_mode_installs_the_pinned_toolkit_and_docker_runs_containers_through_nvidias_runtime(
+    debian_host, tmp_path
 ):
-    host = bookworm_host
+    host = debian_host
     gw = gateway(host)
     pinned = TOOLKIT_VERSIONS[0]
     assert pinned != TOOLKIT_VERSIONS[-1], "the mirror must offer a newer version than the pin"
@@ -54,24 +75,39 @@ def test_runtime_mode_installs_the_pinned_toolkit_and_docker_runs_containers_thr
             assert installed_version(host, package) == pinned, package
         sources = host.get("/etc/apt/sources.list.d/gpu-install-nvidia_container_toolkit.sources").decode()
         assert f"http://{gw}:{mirror.port}/nvidia_container_toolkit/stable/deb/amd64/" in sources
+        ctk = host.run(["nvidia-ctk", "--version"]).stdout
+        assert "NVIDIA Container Toolkit CLI version 1.20.0" in ctk, ctk
 
         docker = info(host)
         assert docker["DefaultRuntime"] == "nvidia"
         config = json.loads(host.get("/etc/docker/daemon.json"))
         assert config["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
+
+        # A container that asks for no GPU passes through NVIDIA's runtime to runc.
+        log_runtime_calls(host)
         image = tiny_image(host)
         run = host.run(["docker", "run", "--rm", "--network", "none", image, "/bin/sh", "-c", "echo through"])
         assert run.stdout.strip() == "through"
-        calls = host.get(TOOLKIT_LOG).decode()
-        assert "nvidia-container-runtime" in calls and "create" in calls, calls
+        calls = host.get(RUNTIME_LOG).decode()
+        assert "Auto-detected mode as 'jit-cdi'" in calls and "Using OCI specification file path" in calls, calls
+
+        # One that asks for every GPU reaches NVIDIA's runtime, which refuses it on this GPU-less host.
+        gpu = host.run(
+            ["docker", "run", "--rm", "--network", "none", "-e", "NVIDIA_VISIBLE_DEVICES=all", image, "/bin/sh", "-c",
+             "true"],
+            check=False,
+        )  # fmt: skip
+        assert gpu.returncode != 0, gpu.stdout
+        assert all(part in gpu.stderr for part in NO_GPU_ERROR), gpu.stderr
 
         toolkit_config = host.get("/etc/nvidia-container-runtime/config.toml").decode()
         assert 'swarm-resource = "DOCKER_RESOURCE_GPU"' in toolkit_config.splitlines()
         assert "create-dev-char-symlinks --create-all" in host.get(UDEV_RULE).decode()
-        unit = host.get(REFRESH_UNIT).decode()
-        assert "ExecStart=/usr/bin/nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml" in unit
-        enabled = host.run(["systemctl", "is-enabled", "gpu-install-cdi-refresh.service"], check=False)
-        assert enabled.stdout.strip() == "enabled"
+        # The spec is the toolkit's, kept by the nvidia-cdi-refresh units its package installs
+        # (packaging/debian/nvidia-container-toolkit-base.install), not by a unit of gpu-install's.
+        for unit in ("nvidia-cdi-refresh.path", "nvidia-cdi-refresh.service"):
+            assert host.run(["systemctl", "is-enabled", unit], check=False).stdout.strip() == "enabled", unit
+        assert host.run(["test", "-e", REFRESH_UNIT], check=False).returncode != 0
 
         rc, again = apply(host, settings)
         assert rc == 0 and again["changed"] == 0, again["changes"]
