@@ -149,8 +149,9 @@ driver_version:
   sample: 580.159.04
 libraries:
   description:
-    - Name below the container's library directory (the SONAME; C(vdpau/...) and C(gbm/...) for the VDPAU
-      driver and the GBM backend) -> host path, for each library put into the spec.
+    - Name below each of the container's library directories (the SONAME; C(vdpau/...) and C(gbm/...) for
+      the VDPAU driver and the GBM backend) -> host path, for each library put into the spec (development
+      names such as C(libcuda.so), mounts of the same files, are not listed).
   returned: always
   type: dict
 missing:
