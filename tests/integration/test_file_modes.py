@@ -46,7 +46,6 @@ REQUIRED = {
     "/etc/apt/sources.list.d/gpu-install-nvidia_container_toolkit.sources",
     "/etc/apt/keyrings/gpu-install-nvidia_container_toolkit.gpg",
     "/etc/docker/daemon.json",
-    "/etc/systemd/system/gpu-install-cdi-refresh.service",
     "/etc/udev/rules.d/71-nvidia-dev-char.rules",
 }
 # Private: the runs' logs and extra vars hold the settings (a proxy URL may carry a password).
