@@ -16,7 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-
 import roles
 from hosts import Host
 from roles import failure
