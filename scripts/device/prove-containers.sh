@@ -2,8 +2,8 @@
 # Runs ON the lent GPU machine (device tool), from the repository root, as root: real CUDA work in every way
 # users start a GPU container, in both of gpu-install's modes, through the CLI, with NVIDIA's real toolkit.
 # Build the carry here first with scripts/device/carry, then (the device tool, carrying .device-carry):
-#   OUT=$OUT bash scripts/device/prove-containers.sh setup runtime      (first run)
-#   OUT=$OUT bash scripts/device/prove-containers.sh setup cdi          (second run; setup skips what is done)
+#   OUT=$OUT bash scripts/device/prove-containers.sh setup runtime cdi   (one run, under 10 minutes on an H200)
+# or in two runs: `setup runtime`, then `setup cdi` (a bare machine: cdi applies runtime mode first).
 # Phases:
 #   setup    gpu-install and Ansible into /opt/torch/.venv from carried wheels; Docker 28.5 (Debian sid's
 #            binaries) under /usr/local/bin with dockerd started by hand; Ubuntu's own apt sources set aside
@@ -13,8 +13,8 @@
 #            architecture and as PTX only) and local/torch:1 (the machine's python3 with torch and triton)
 #   runtime  apply in runtime mode: NVIDIA's toolkit 1.20.0 (built from ../shared/vendor, packaged as NVIDIA
 #            packages it) installed by the machine's apt from the mirror fixture; every start path the mode
-#            serves, each workload; verify; doctor; bench/gpu_start (also with the runtime's static cdi mode,
-#            for the record); bench/gpu_workload
+#            serves, each workload; verify; doctor; bench/gpu_start against containers under runc
+#   static_cdi  (runtime mode, for the record) bench/gpu_start with the runtime's static `cdi` mode, set back after
 #   cdi      the same host switched to CDI mode (apply takes runtime mode back); every CDI path and workload;
 #            verify; doctor; bench/gpu_start; bench/gpu_workload
 # Each run of a workload adds a row to $OUT/results.tsv (mode, path, workload, exit code, last line of its
@@ -245,21 +245,22 @@ phase_runtime() {
     verify_doctor runtime
 
     step "bench/gpu_start, runtime mode (NVIDIA's runtime in its default mode)"
-    $PY bench/gpu_start --image local/cuda-base:1 --runs 15 --target 1.1 \
-        --gpu '-e NVIDIA_VISIBLE_DEVICES=all' --gpu '--gpus all' --gpu '--device nvidia.com/gpu=all' \
-        --gpu '--runtime runc' | tee "$OUT/gpu_start-runtime.md"; rc
-    step "bench/gpu_start, runtime mode with the runtime's static cdi mode (for the record; then set back)"
+    $PY bench/gpu_start --image local/cuda-base:1 --runs 10 --target 1.1 --plain '--runtime runc' \
+        --gpu '--runtime nvidia' --gpu '-e NVIDIA_VISIBLE_DEVICES=all' --gpu '--gpus all' \
+        --gpu '--device nvidia.com/gpu=all' | tee "$OUT/gpu_start-runtime.md"; rc
+}
+
+
+phase_static_cdi() { # for the record, in runtime mode: NVIDIA's runtime reading the spec instead of generating one
+    step "bench/gpu_start, runtime mode with the runtime's static cdi mode (then set back)"
     cp /etc/nvidia-container-runtime/config.toml /tmp/config.toml.before
     nvidia-ctk config --in-place --set nvidia-container-runtime.mode=cdi; rc
-    $PY bench/gpu_start --image local/cuda-base:1 --runs 15 --target 1.1 \
-        --gpu '-e NVIDIA_VISIBLE_DEVICES=all' --gpu '--gpus all' --gpu '--runtime runc' |
+    $PY bench/gpu_start --image local/cuda-base:1 --runs 10 --target 1.1 --plain '--runtime runc' \
+        --gpu '--runtime nvidia' --gpu '-e NVIDIA_VISIBLE_DEVICES=all' --gpu '--gpus all' |
         tee "$OUT/gpu_start-runtime-static-cdi.md"; rc
     try "runtime (static cdi)" "-e NVIDIA_VISIBLE_DEVICES=all" "CUDA kernel (SASS)" \
         docker run --rm --network none -e NVIDIA_VISIBLE_DEVICES=all local/cuda-base:1 vadd-sm
     cp /tmp/config.toml.before /etc/nvidia-container-runtime/config.toml
-    step "bench/gpu_workload, runtime mode"
-    $PY bench/gpu_workload --image local/torch:1 --rounds 3 --gpu '-e NVIDIA_VISIBLE_DEVICES=all' |
-        tee "$OUT/gpu_workload-runtime.md"; rc
 }
 
 phase_cdi() {
@@ -283,7 +284,7 @@ phase_cdi() {
     torch_workloads cdi "--device nvidia.com/gpu=all" --device nvidia.com/gpu=all
     verify_doctor cdi
     step "bench/gpu_start, CDI mode"
-    $PY bench/gpu_start --image local/cuda-base:1 --runs 15 --target 1.1 \
+    $PY bench/gpu_start --image local/cuda-base:1 --runs 10 --target 1.1 \
         --gpu '--device nvidia.com/gpu=all' --gpu "--device nvidia.com/gpu=$uuid" | tee "$OUT/gpu_start-cdi.md"; rc
     step "bench/gpu_workload, CDI mode"
     $PY bench/gpu_workload --image local/torch:1 --rounds 3 --gpu '--device nvidia.com/gpu=all' |
