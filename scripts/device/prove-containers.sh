@@ -18,7 +18,8 @@
 #   cdi      the same host switched to CDI mode (apply takes runtime mode back); every CDI path and workload;
 #            verify; doctor; bench/gpu_start; bench/gpu_workload
 # Each run of a workload adds a row to $OUT/results.tsv (mode, path, workload, exit code, last line of its
-# output); $OUT/table.md is made from it at the end of every run. Changes no GPU setting.
+# output); $OUT/table.md is made from it at the end of every run, and the JSON results, the benchmarks' tables,
+# the CDI spec and dockerd's log go into $OUT/details.tar.gz. Changes no GPU setting.
 set -uo pipefail
 OUT=${OUT:?}
 ROOT=$(pwd)
@@ -30,7 +31,9 @@ SMI=/usr/local/nvidia/bin/nvidia-smi
 [ -x "$SMI" ] || SMI=$(command -v nvidia-smi)
 RES=$OUT/results.tsv
 STATE=/tmp/gpu-proof
-mkdir -p "$STATE"
+# At most 8 files come back from $OUT: log.txt, results.tsv, table.md, and details.tar.gz (everything else).
+D=/tmp/gpu-proof-details
+mkdir -p "$STATE" "$D"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 export PATH=/usr/local/bin:$PATH
 step() { printf '\n===== %s (%s)\n' "$*" "$(date +%T)"; }
@@ -61,17 +64,23 @@ table() {
         done <"$RES"
     } >"$OUT/table.md"
 }
-trap table EXIT
+finish() {
+    table
+    cp /tmp/dockerd.log "$D/dockerd.log" 2>/dev/null
+    tar -C "$D" -czf "$OUT/details.tar.gz" .
+}
+trap finish EXIT
+trap 'exit 143' TERM
 
 uuids() { $SMI --query-gpu=uuid --format=csv,noheader; }
 
 start_dockerd() {
     docker info >/dev/null 2>&1 && return 0
-    setsid dockerd --iptables=false --ip6tables=false --bridge=none --userland-proxy=false \
+    setsid dockerd --iptables=false --ip6tables=false --bridge=none \
         --data-root /tmp/dr --exec-root /tmp/de >>/tmp/dockerd.log 2>&1 </dev/null &
     for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
     docker version --format 'Docker {{.Server.Version}}, containerd and runc: see docker info' || {
-        cp /tmp/dockerd.log "$OUT/"
+        cp /tmp/dockerd.log "$D/"
         exit 1
     }
 }
@@ -106,8 +115,8 @@ apply_mode() { # apply_mode MODE: plan, apply, apply again (nothing to change), 
     step "gpu-install apply --yes ($1 mode)"
     $GI apply --yes; rc
     step "gpu-install apply --yes --json ($1 mode, again: nothing to change)"
-    $GI apply --yes --json >"$OUT/apply-$1.json"; rc
-    $PY -c 'import json,sys; r=json.load(open(sys.argv[1])); print("changed:", r.get("changed"), "failed:", r.get("failed"), "exit:", r.get("exit_code"))' "$OUT/apply-$1.json"
+    $GI apply --yes --json >"$D/apply-$1.json"; rc
+    $PY -c 'import json,sys; r=json.load(open(sys.argv[1])); print("changed:", r.get("changed"), "failed:", r.get("failed"), "exit:", r.get("exit_code"))' "$D/apply-$1.json"
     echo "daemon.json:"; cat /etc/docker/daemon.json; echo
     docker info --format 'default runtime: {{.DefaultRuntime}}; runtimes: {{range $k, $v := .Runtimes}}{{$k}} {{end}}'
     ls -l /etc/cdi /var/run/cdi 2>&1
@@ -116,10 +125,10 @@ apply_mode() { # apply_mode MODE: plan, apply, apply again (nothing to change), 
 verify_doctor() { # verify_doctor MODE
     step "gpu-install verify ($1 mode)"
     $GI verify; rc
-    $GI verify --json >"$OUT/verify-$1.json"; rc
+    $GI verify --json >"$D/verify-$1.json"; rc
     step "gpu-install doctor ($1 mode)"
     $GI doctor; rc
-    $GI doctor --json >"$OUT/doctor-$1.json"; rc
+    $GI doctor --json >"$D/doctor-$1.json"; rc
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -141,8 +150,10 @@ phase_setup() {
             [ -e "$f" ] && mv "$f" /etc/apt/sources-set-aside/
         done
         [ -s /etc/apt/sources.list ] && mv /etc/apt/sources.list /etc/apt/sources-set-aside/sources.list
+        # docker-proxy is not carried: the user's daemon.json turns the userland proxy off (in the file, not as a
+        # flag, so that `dockerd --validate` of a new daemon.json sees it too).
         mkdir -p /etc/docker
-        [ -e /etc/docker/daemon.json ] || echo '{}' >/etc/docker/daemon.json
+        [ -e /etc/docker/daemon.json ] || echo '{"userland-proxy": false}' >/etc/docker/daemon.json
         touch "$STATE/setup"
     fi
     $GI --version
@@ -186,16 +197,13 @@ phase_setup() {
         for l in bin sbin lib lib64; do cp -P /$l $t/ 2>/dev/null || true; done
         v=/opt/torch/.venv
         cp -a $v/bin $v/pyvenv.cfg $t$v/
-        for p in torch torchgen functorch triton 'nvidia*' numpy sympy mpmath networkx jinja2 markupsafe filelock \
-            fsspec typing_extensions.py setuptools; do
-            for m in $v/lib/python3.12/site-packages/$p $v/lib/python3.12/site-packages/${p%.py}-*.dist-info; do
-                [ -e "$m" ] && cp -a "$m" $t$v/lib/python3.12/site-packages/
-            done
-        done
+        # The venv's packages whole (torch, triton, NVIDIA's CUDA wheels, numpy and its bundled *.libs): CUDA
+        # libraries, no driver file.
+        cp -a $v/lib/python3.12/site-packages/. $t$v/lib/python3.12/site-packages/
         grep -rl nvidia $t/etc/ld.so.conf.d 2>/dev/null | xargs -r rm -f
         ldconfig -r $t
-        echo "driver files in the image (must be none):"
-        find $t \( -name 'libcuda.so*' -o -name 'libnvidia-ml*' -o -name 'libnvidia-ptxjit*' \) -print | head
+        echo "driver files found in the image's tree (removed):"
+        find $t \( -name 'libcuda.so*' -o -name 'libnvidia-ml*' -o -name 'libnvidia-ptxjit*' \) -print -delete
         du -sh $t
         tar -C $t -c . | docker import -c "ENV PATH=$v/bin:/usr/local/bin:/usr/bin:/bin" - local/torch:1 || exit 1
         rm -rf $t
@@ -247,7 +255,7 @@ phase_runtime() {
     step "bench/gpu_start, runtime mode (NVIDIA's runtime in its default mode)"
     $PY bench/gpu_start --image local/cuda-base:1 --runs 10 --target 1.1 --plain '--runtime runc' \
         --gpu '--runtime nvidia' --gpu '-e NVIDIA_VISIBLE_DEVICES=all' --gpu '--gpus all' \
-        --gpu '--device nvidia.com/gpu=all' | tee "$OUT/gpu_start-runtime.md"; rc
+        --gpu '--device nvidia.com/gpu=all' | tee "$D/gpu_start-runtime.md"; rc
 }
 
 
@@ -257,7 +265,7 @@ phase_static_cdi() { # for the record, in runtime mode: NVIDIA's runtime reading
     nvidia-ctk config --in-place --set nvidia-container-runtime.mode=cdi; rc
     $PY bench/gpu_start --image local/cuda-base:1 --runs 10 --target 1.1 --plain '--runtime runc' \
         --gpu '--runtime nvidia' --gpu '-e NVIDIA_VISIBLE_DEVICES=all' --gpu '--gpus all' |
-        tee "$OUT/gpu_start-runtime-static-cdi.md"; rc
+        tee "$D/gpu_start-runtime-static-cdi.md"; rc
     try "runtime (static cdi)" "-e NVIDIA_VISIBLE_DEVICES=all" "CUDA kernel (SASS)" \
         docker run --rm --network none -e NVIDIA_VISIBLE_DEVICES=all local/cuda-base:1 vadd-sm
     cp /tmp/config.toml.before /etc/nvidia-container-runtime/config.toml
@@ -270,7 +278,7 @@ phase_cdi() {
     fi
     step "switch to CDI mode"
     apply_mode cdi
-    cp /etc/cdi/gpu-install-nvidia.json "$OUT/spec-cdi.json" 2>/dev/null
+    cp /etc/cdi/gpu-install-nvidia.json "$D/spec-cdi.json" 2>/dev/null
     local uuid
     uuid=$(uuids | head -n1)
     step "cdi mode: every start path, CUDA work in each"
@@ -285,14 +293,13 @@ phase_cdi() {
     verify_doctor cdi
     step "bench/gpu_start, CDI mode"
     $PY bench/gpu_start --image local/cuda-base:1 --runs 10 --target 1.1 \
-        --gpu '--device nvidia.com/gpu=all' --gpu "--device nvidia.com/gpu=$uuid" | tee "$OUT/gpu_start-cdi.md"; rc
+        --gpu '--device nvidia.com/gpu=all' --gpu "--device nvidia.com/gpu=$uuid" | tee "$D/gpu_start-cdi.md"; rc
     step "bench/gpu_workload, CDI mode"
     $PY bench/gpu_workload --image local/torch:1 --rounds 3 --gpu '--device nvidia.com/gpu=all' |
-        tee "$OUT/gpu_workload-cdi.md"; rc
+        tee "$D/gpu_workload-cdi.md"; rc
 }
 
 for phase in "$@"; do
     "phase_$phase"
 done
-cp /tmp/dockerd.log "$OUT/dockerd.log" 2>/dev/null
 echo DONE
