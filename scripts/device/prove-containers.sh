@@ -10,7 +10,7 @@
 #            (there is no network: the host reaches only the signed mirror fixture served on 127.0.0.1, as an
 #            air-gapped host reaches only its mirrors); images built there without any driver file in them:
 #            local/cuda-base:1 (busybox, glibc, libstdc++, a CUDA vector add built with nvcc for the GPU's
-#            architecture and as PTX only) and local/torch:1 (the machine's python3 with torch and triton)
+#            architecture and as PTX only) and local/torch:2 (the machine's python3 with torch and triton)
 #   runtime  apply in runtime mode: NVIDIA's toolkit 1.20.0 (built from ../shared/vendor, packaged as NVIDIA
 #            packages it) installed by the machine's apt from the mirror fixture; every start path the mode
 #            serves, each workload; verify; doctor; bench/gpu_start against containers under runc
@@ -152,10 +152,15 @@ phase_setup() {
         [ -s /etc/apt/sources.list ] && mv /etc/apt/sources.list /etc/apt/sources-set-aside/sources.list
         # docker-proxy is not carried: the user's daemon.json turns the userland proxy off (in the file, not as a
         # flag, so that `dockerd --validate` of a new daemon.json sees it too).
-        mkdir -p /etc/docker
-        [ -e /etc/docker/daemon.json ] || echo '{"userland-proxy": false}' >/etc/docker/daemon.json
         touch "$STATE/setup"
     fi
+    # Every run starts from the user's own daemon.json (a machine kept warm from an earlier run included).
+    if docker info >/dev/null 2>&1; then
+        kill "$(cat /var/run/docker.pid)" 2>/dev/null
+        for _ in $(seq 1 60); do [ -e /var/run/docker.pid ] || break; sleep 0.5; done
+    fi
+    mkdir -p /etc/docker
+    echo '{"userland-proxy": false}' >/etc/docker/daemon.json
     $GI --version
     start_dockerd
     serve_mirror
@@ -182,8 +187,8 @@ phase_setup() {
             DOCKER_BUILDKIT=0 docker build -q -t local/cuda-env:1 - || exit 1
     fi
 
-    if ! docker image inspect local/torch:1 >/dev/null 2>&1; then
-        step "local/torch:1: the machine's python3 with torch and triton, gcc, no driver file"
+    if ! docker image inspect local/torch:2 >/dev/null 2>&1; then
+        step "local/torch:2: the machine's python3 with torch and triton, gcc, no driver file"
         t=/tmp/img-torch
         rm -rf $t
         mkdir -p $t/usr/lib $t/opt/torch/.venv/lib/python3.12/site-packages $t/tmp $t/root
@@ -205,7 +210,7 @@ phase_setup() {
         echo "driver files found in the image's tree (removed):"
         find $t \( -name 'libcuda.so*' -o -name 'libnvidia-ml*' -o -name 'libnvidia-ptxjit*' \) -print -delete
         du -sh $t
-        tar -C $t -c . | docker import -c "ENV PATH=$v/bin:/usr/local/bin:/usr/bin:/bin" - local/torch:1 || exit 1
+        tar -C $t -c . | docker import -c "ENV PATH=$v/bin:/usr/local/bin:/usr/bin:/bin" - local/torch:2 || exit 1
         rm -rf $t
     fi
     docker images
@@ -224,9 +229,9 @@ workloads() { # workloads MODE PATH DOCKER-RUN-ARGS...: nvidia-smi, SASS kernel,
 torch_workloads() { # torch_workloads MODE PATH DOCKER-RUN-ARGS...
     local mode=$1 path=$2
     shift 2
-    try "$mode" "$path" "PyTorch bf16 matmul" docker run --rm --network none -v "$W:/w:ro" "$@" local/torch:1 \
+    try "$mode" "$path" "PyTorch bf16 matmul" docker run --rm --network none -v "$W:/w:ro" "$@" local/torch:2 \
         python3 /w/torch_check.py matmul
-    try "$mode" "$path" "torch.compile (Triton)" docker run --rm --network none -v "$W:/w:ro" "$@" local/torch:1 \
+    try "$mode" "$path" "torch.compile (Triton)" docker run --rm --network none -v "$W:/w:ro" "$@" local/torch:2 \
         python3 /w/torch_check.py compile
 }
 
@@ -295,7 +300,7 @@ phase_cdi() {
     $PY bench/gpu_start --image local/cuda-base:1 --runs 10 --target 1.1 \
         --gpu '--device nvidia.com/gpu=all' --gpu "--device nvidia.com/gpu=$uuid" | tee "$D/gpu_start-cdi.md"; rc
     step "bench/gpu_workload, CDI mode"
-    $PY bench/gpu_workload --image local/torch:1 --rounds 3 --gpu '--device nvidia.com/gpu=all' |
+    $PY bench/gpu_workload --image local/torch:2 --rounds 3 --gpu '--device nvidia.com/gpu=all' |
         tee "$D/gpu_workload-cdi.md"; rc
 }
 
