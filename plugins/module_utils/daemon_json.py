@@ -61,6 +61,8 @@ RELOADABLE = frozenset(
         "shutdown-timeout",
     ]
 )
+# Docker's own runtime, its default when daemon.json names none (moby, daemon/config: StockRuntimeName).
+STOCK_RUNTIME = "runc"
 # Runtime names dockerd reserves for itself.
 RESERVED_RUNTIMES = frozenset(
     ["runc", "io.containerd.runc.v1", "io.containerd.runc.v2", "io.containerd.runtime.v1.linux"]
@@ -664,13 +666,20 @@ def _present_features(doc: Doc, options: Options, record: Dict[str, Any]) -> Non
 
 
 def _drop_default(doc: Doc, options: Options, record: Dict[str, Any]) -> None:
-    """Our runtime stops being the default: the recorded previous one comes back, else runc (no key)."""
+    """Our runtime stops being the default: the recorded previous one comes back, else runc.
+
+    While the file stays ours (state present), runc is named explicitly: dockerd's reload sets the default
+    runtime only when the file names one (moby, daemon/reload_unix.go, reloadPlatform), so a removed key would
+    leave the running daemon on our runtime until it restarts. Taking everything back (state absent) restores
+    the user's file as it was, and `needs` asks for the restart a removed key takes."""
     name = options.runtime_name
     if doc.get("default-runtime") != name:
         return
     entry = record.get("default-runtime")
     if isinstance(entry, dict) and entry.get("had") and entry.get("previous") not in (None, name):
         doc["default-runtime"] = JsonString(str(entry["previous"]))
+    elif options.state == "present":
+        doc["default-runtime"] = JsonString(STOCK_RUNTIME)
     else:
         del doc["default-runtime"]
     record.pop("default-runtime", None)
@@ -710,11 +719,15 @@ def changed_keys(before: Doc, after: Doc) -> List[str]:
 
 
 def needs(before: Doc, after: Doc) -> Tuple[bool, bool]:
-    """(reload_needed, restart_needed): SIGHUP when only reloadable keys changed, else a restart."""
+    """(reload_needed, restart_needed): SIGHUP when only reloadable keys changed, else a restart.
+
+    A reloadable key that goes away needs a restart too: dockerd's reload applies only what the file sets
+    (moby, daemon/reload.go and reload_unix.go: IsValueSet, or a non-empty default-runtime), so the running
+    daemon would keep the old value."""
     keys = changed_keys(before, after)
     if not keys:
         return False, False
-    restart = any(k not in RELOADABLE for k in keys)
+    restart = any(k not in RELOADABLE or k not in after for k in keys)
     return (not restart), restart
 
 

@@ -144,7 +144,8 @@ def test_a_host_switches_from_runtime_to_cdi_mode_and_back_with_one_nvidia_spec_
             assert host.run(["systemctl", "is-active", unit], check=False).stdout.strip() == "inactive", unit
         assert json.loads(now["record"]) == {"schema": 1, "mode": "cdi", "cdi_specs": [OWN_SPEC]}
         daemon = json.loads(now["daemon.json"])
-        assert "default-runtime" not in daemon, daemon
+        # runc by name: dockerd's reload ignores a removed default-runtime (moby daemon/reload_unix.go).
+        assert daemon["default-runtime"] == "runc", daemon
         # NVIDIA's runtime is still installed: its entry stays for `--runtime nvidia`, no longer the default.
         assert daemon["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime", daemon
         assert daemon["features"]["cdi"] is True, daemon  # Docker 26 reads CDI specs with features.cdi

@@ -108,6 +108,24 @@ def test_default_runtime_false_leaves_a_foreign_default_alone():
     assert "nvidia" in json.loads(out)["runtimes"]
 
 
+def test_dropping_our_default_names_runc_so_that_a_reload_applies_it():
+    # Runtime mode made nvidia the default; cdi mode keeps the entry but not the default. dockerd's reload ignores a
+    # removed default-runtime (seen on Docker 28.5: the daemon stayed on nvidia), so the file names runc.
+    out, m = merged('{"debug": true}')
+    back, _ = merged(out, record=m.record, default_runtime=False)
+    doc = json.loads(back)
+    assert doc["default-runtime"] == "runc" and "nvidia" in doc["runtimes"] and doc["debug"] is True
+    assert dj.needs(json.loads(out), doc) == (True, False)
+    again, _ = merged(back, default_runtime=False)
+    assert json.loads(again) == doc
+
+
+def test_dropping_our_default_restores_the_users_previous_one():
+    out, m = merged('{"default-runtime": "crun", "runtimes": {"crun": {"path": "/usr/bin/crun"}}}')
+    back, _ = merged(out, record=m.record, default_runtime=False)
+    assert json.loads(back)["default-runtime"] == "crun"
+
+
 @pytest.mark.parametrize("name", ["runc", "io.containerd.runc.v2", "", " nvidia"])
 def test_reserved_or_empty_runtime_names_are_refused(name):
     with pytest.raises(dj.DaemonJsonError) as info:
@@ -241,6 +259,13 @@ def test_structure_refusals_point_at_the_value():
 
 
 # --- reload vs restart -------------------------------------------------------------------------
+@pytest.mark.parametrize("key", ["default-runtime", "runtimes", "debug"])
+def test_a_reloadable_key_taken_away_needs_a_restart(key):
+    before = {"runtimes": {"nvidia": {}}, "default-runtime": "nvidia", "debug": True}
+    after = {k: v for k, v in before.items() if k != key}
+    assert dj.needs(before, after) == (False, True)
+
+
 def test_runtime_changes_need_only_a_reload():
     assert dj.needs({}, {"runtimes": {"nvidia": {}}, "default-runtime": "nvidia"}) == (True, False)
 
