@@ -4,6 +4,7 @@
 # Build the carry here first with scripts/device/carry, then (the device tool, carrying .device-carry):
 #   OUT=$OUT bash scripts/device/prove-containers.sh setup runtime cdi   (one run, under 10 minutes on an H200)
 # or in two runs: `setup runtime`, then `setup cdi` (a bare machine: cdi applies runtime mode first).
+# SKIP_TORCH=1 leaves out the PyTorch image and its workloads (a shorter run).
 # Phases:
 #   setup    gpu-install and Ansible into /opt/torch/.venv from carried wheels; Docker 28.5 (Debian sid's
 #            binaries) under /usr/local/bin with dockerd started by hand; Ubuntu's own apt sources set aside
@@ -187,7 +188,7 @@ phase_setup() {
             DOCKER_BUILDKIT=0 docker build -q -t local/cuda-env:1 - || exit 1
     fi
 
-    if ! docker image inspect local/torch:2 >/dev/null 2>&1; then
+    if [ -z "${SKIP_TORCH:-}" ] && ! docker image inspect local/torch:2 >/dev/null 2>&1; then
         step "local/torch:2: the machine's python3 with torch and triton, gcc, no driver file"
         t=/tmp/img-torch
         rm -rf $t
@@ -227,6 +228,7 @@ workloads() { # workloads MODE PATH DOCKER-RUN-ARGS...: nvidia-smi, SASS kernel,
 }
 
 torch_workloads() { # torch_workloads MODE PATH DOCKER-RUN-ARGS...
+    [ -z "${SKIP_TORCH:-}" ] || return 0
     local mode=$1 path=$2
     shift 2
     try "$mode" "$path" "PyTorch bf16 matmul" docker run --rm --network none -v "$W:/w:ro" "$@" local/torch:2 \
@@ -299,6 +301,7 @@ phase_cdi() {
     step "bench/gpu_start, CDI mode"
     $PY bench/gpu_start --image local/cuda-base:1 --runs 10 --target 1.1 \
         --gpu '--device nvidia.com/gpu=all' --gpu "--device nvidia.com/gpu=$uuid" | tee "$D/gpu_start-cdi.md"; rc
+    [ -z "${SKIP_TORCH:-}" ] || return 0
     step "bench/gpu_workload, CDI mode"
     $PY bench/gpu_workload --image local/torch:2 --rounds 3 --gpu '--device nvidia.com/gpu=all' |
         tee "$D/gpu_workload-cdi.md"; rc
