@@ -4,7 +4,7 @@
 # Build the carry here first with scripts/device/carry, then (the device tool, carrying .device-carry):
 #   OUT=$OUT bash scripts/device/prove-containers.sh setup runtime cdi   (one run, under 10 minutes on an H200)
 # or in two runs: `setup runtime`, then `setup cdi` (a bare machine: cdi applies runtime mode first).
-# SKIP_TORCH=1 leaves out the PyTorch image and its workloads (a shorter run).
+# SKIP_TORCH=1 leaves out the PyTorch image and its workloads, SKIP_BENCH=1 the benchmarks (shorter runs).
 # Phases:
 #   setup    gpu-install and Ansible into /opt/torch/.venv from carried wheels; Docker 28.5 (Debian sid's
 #            binaries) under /usr/local/bin with dockerd started by hand; Ubuntu's own apt sources set aside
@@ -259,6 +259,7 @@ phase_runtime() {
     torch_workloads runtime "-e NVIDIA_VISIBLE_DEVICES=all (default runtime)" -e NVIDIA_VISIBLE_DEVICES=all
     verify_doctor runtime
 
+    [ -z "${SKIP_BENCH:-}" ] || return 0
     step "bench/gpu_start, runtime mode (NVIDIA's runtime in its default mode)"
     $PY bench/gpu_start --image local/cuda-base:1 --runs 10 --target 1.1 --plain '--runtime runc' \
         --gpu '--runtime nvidia' --gpu '-e NVIDIA_VISIBLE_DEVICES=all' --gpu '--gpus all' \
@@ -298,6 +299,7 @@ phase_cdi() {
         docker run --rm --network none -e NVIDIA_VISIBLE_DEVICES=all local/cuda-base:1 vadd-sm
     torch_workloads cdi "--device nvidia.com/gpu=all" --device nvidia.com/gpu=all
     verify_doctor cdi
+    [ -z "${SKIP_BENCH:-}" ] || return 0
     step "bench/gpu_start, CDI mode"
     $PY bench/gpu_start --image local/cuda-base:1 --runs 10 --target 1.1 \
         --gpu '--device nvidia.com/gpu=all' --gpu "--device nvidia.com/gpu=$uuid" | tee "$D/gpu_start-cdi.md"; rc
