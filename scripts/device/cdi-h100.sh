@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs ON the lent GPU machine (device tool), from the repository root, as root.
-# Proves gpu-install's own CDI spec end to end with a real Docker 26 (Debian trixie's
+# Proves gpu-install's own CDI spec end to end with a real Docker (26.1 when it ran: Debian trixie's; the carry now holds sid's 28.5)
 # binaries, carried in .device-carry/docker-bin.tar.xz) and runs bench/gpu_start.
 # Writes into $OUT: log.txt, spec.json, smi.txt, bench.md, capture.tar.gz, dockerd.log.
 # Changes no GPU setting. /etc/docker and /etc/cdi are the bare machine's own, given back after.

@@ -6,7 +6,7 @@
 # carry=[".device-carry"]).
 #
 # There: Ubuntu 24.04, driver 580 loaded from /usr/local/nvidia, no Docker, no systemd, no network.
-# Docker 26 comes from Debian's static binaries (installed under /usr/local/bin, as Docker's "install
+# Docker (the carry's: 28.5 from Debian sid; 26.1 from trixie when this ran in docs/gpu-proof/2026-12-04-h200) comes from Debian's static binaries (installed under /usr/local/bin, as Docker's "install
 # from binaries" does; gpu-install detects that flavour as "static"), dockerd started by hand with CDI
 # on (a static dockerd has no service manager to restart it). An image needs no registry: busybox and
 # the host's glibc, imported. Changes no GPU setting.
@@ -29,7 +29,7 @@ step "install gpu-install and ansible into $PY's venv (no network: carried wheel
 $PY -m pip install -q --no-index --no-deps --no-cache-dir --disable-pip-version-check "$C"/whl/*.whl "$C"/dist/*.whl || exit 1
 $GI --version
 
-step "Docker 26 from static binaries, CDI on"
+step "Docker from static binaries, CDI on"
 tar -C /usr/local/bin -xJf "$C/docker-bin.tar.xz" || exit 1
 mkdir -p /etc/docker
 printf '{"features": {"cdi": true}}\n' >/etc/docker/daemon.json
