@@ -24,6 +24,7 @@ from test_repositories import gateway
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures.mirror import Mirror  # noqa: E402
+from fixtures.units import LEGACY_CDI_REFRESH_UNIT  # noqa: E402
 
 TOOLKIT_SPEC = "/var/run/cdi/nvidia.yaml"
 OWN_SPEC = "/etc/cdi/gpu-install-nvidia.json"
@@ -37,21 +38,7 @@ DAEMON_JSON = "/etc/docker/daemon.json"
 # FIXTURE: a spec as `nvidia-ctk cdi generate` writes one (kind nvidia.com/gpu), with no device behind it.
 SPEC = "---\ncdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: all\n  containerEdits: {}\ncontainerEdits: {}\n"
 # FIXTURE: the boot unit earlier releases installed in runtime mode, as their nvidia_container role rendered it.
-LEGACY_UNIT = """# Written by gpu-install: the CDI spec of the NVIDIA GPUs, regenerated at every boot once the driver is
-# loaded (a driver upgrade, a GPU replaced), before Docker starts.
-[Unit]
-Description=Regenerate the CDI spec of the NVIDIA GPUs (gpu-install)
-After=systemd-modules-load.service systemd-udev-settle.service nvidia-persistenced.service
-Before=docker.service containerd.service
-ConditionPathExists=/proc/driver/nvidia/version
-
-[Service]
-Type=oneshot
-ExecStart=/usr/bin/nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml
-
-[Install]
-WantedBy=multi-user.target
-"""
+LEGACY_UNIT = LEGACY_CDI_REFRESH_UNIT
 
 
 def cli(host: Host, settings: dict, *argv: str) -> tuple[int, dict]:

@@ -8,27 +8,19 @@ nvidia_container role rendered it).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import make_tree, module_utils, run_module
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixtures.units import LEGACY_CDI_REFRESH_UNIT  # noqa: E402
+
 cm = module_utils("container_mode")
 
 SPEC = "---\ncdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices: []\n"
-LEGACY_UNIT = """# Written by gpu-install: the CDI spec of the NVIDIA GPUs, regenerated at every boot once the driver is
-# loaded (a driver upgrade, a GPU replaced), before Docker starts.
-[Unit]
-Description=Regenerate the CDI spec of the NVIDIA GPUs (gpu-install)
-ConditionPathExists=/proc/driver/nvidia/version
-
-[Service]
-Type=oneshot
-ExecStart=/usr/bin/nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml
-
-[Install]
-WantedBy=multi-user.target
-"""
+LEGACY_UNIT = LEGACY_CDI_REFRESH_UNIT
 CDI_UNIT = LEGACY_UNIT.replace(
     "ExecStart=/usr/bin/nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml",
     "ExecStart=/usr/local/bin/gpu-install cdi --quiet --output=/etc/cdi/gpu-install-nvidia.json",
