@@ -16,6 +16,8 @@
 #            packages it) installed by the machine's apt from the mirror fixture; every start path the mode
 #            serves, each workload; verify; doctor; bench/gpu_start against containers under runc
 #   static_cdi  (runtime mode, for the record) bench/gpu_start with the runtime's static `cdi` mode, set back after
+#   switch   the short proof: runtime mode by apt from the mirror, one workload path, then one apply to cdi mode
+#            and its paths (run with SKIP_TORCH=1: `setup switch`)
 #   cdi      the same host switched to CDI mode (apply takes runtime mode back); every CDI path and workload;
 #            verify; doctor; bench/gpu_start; bench/gpu_workload
 # Each run of a workload adds a row to $OUT/results.tsv (mode, path, workload, exit code, last line of its
@@ -277,6 +279,29 @@ phase_static_cdi() { # for the record, in runtime mode: NVIDIA's runtime reading
     try "runtime (static cdi)" "-e NVIDIA_VISIBLE_DEVICES=all" "CUDA kernel (SASS)" \
         docker run --rm --network none -e NVIDIA_VISIBLE_DEVICES=all local/cuda-base:1 vadd-sm
     cp /tmp/config.toml.before /etc/nvidia-container-runtime/config.toml
+}
+
+phase_switch() { # the short proof: a bare host to runtime mode by apt from the mirror, then one apply to cdi mode
+    settings runtime
+    step "gpu-install apply --yes (runtime mode)"
+    $GI apply --yes --json >"$D/apply-runtime.json"; rc
+    $PY -c 'import json,sys; r=json.load(open(sys.argv[1])); print("changed:", r.get("changed"), "failed:", r.get("failed"), (r.get("error") or {}).get("reason", ""))' "$D/apply-runtime.json"
+    dpkg -l 'nvidia-container-toolkit*' 'libnvidia-container*' | grep '^ii'
+    docker info --format 'default runtime: {{.DefaultRuntime}}'
+    workloads runtime "-e NVIDIA_VISIBLE_DEVICES=all (default runtime)" -e NVIDIA_VISIBLE_DEVICES=all
+    settings cdi
+    step "gpu-install apply --yes (switch to cdi mode)"
+    $GI apply --yes --json >"$D/apply-cdi.json"; rc
+    $PY -c 'import json,sys; r=json.load(open(sys.argv[1])); print("changed:", r.get("changed"), "failed:", r.get("failed"), (r.get("error") or {}).get("reason", ""))' "$D/apply-cdi.json"
+    echo "daemon.json:"; cat /etc/docker/daemon.json; echo
+    docker info --format 'default runtime: {{.DefaultRuntime}}; runtimes: {{range $k, $v := .Runtimes}}{{$k}} {{end}}'
+    workloads cdi "--device nvidia.com/gpu=all" --device nvidia.com/gpu=all
+    try cdi "--gpus all (not served by CDI mode)" "nvidia-smi -L" docker run --rm --network none --gpus all local/cuda-base:1 \
+        sh -c "nvidia-smi -L 2>/dev/null || $SMI -L"
+    try cdi "-e NVIDIA_VISIBLE_DEVICES=all (not served by CDI mode)" "CUDA kernel (SASS)" \
+        docker run --rm --network none -e NVIDIA_VISIBLE_DEVICES=all local/cuda-base:1 vadd-sm
+    step "gpu-install verify (cdi mode)"
+    $GI verify; rc
 }
 
 phase_cdi() {
