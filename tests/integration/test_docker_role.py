@@ -114,6 +114,30 @@ def test_reload_keeps_running_containers_running(bookworm_host):
     assert state == "true"
 
 
+def test_dockerd_reload_keeps_a_default_runtime_taken_out_but_applies_runc_by_name(bookworm_host):
+    # The fact behind cdi mode's "default-runtime": "runc" (module_utils/daemon_json.py, _drop_default): after a
+    # SIGHUP, dockerd keeps the default runtime the file no longer names, and takes one the file names.
+    host = bookworm_host
+    install_docker_io(host)
+    prepare(host, {"runtimes": {"stand-in": {"path": STAND_IN_RUNTIME}}, "default-runtime": "stand-in"})
+    host.run(["systemctl", "restart", "docker"])
+    assert info(host)["DefaultRuntime"] == "stand-in"
+
+    def reload_with(config: dict[str, Any]) -> str:
+        before = host.run(["sh", "-c", "journalctl -u docker -o cat | grep -c 'Reloaded configuration' || true"])
+        host.put("/etc/docker/daemon.json", json.dumps(config).encode())
+        host.run(["systemctl", "kill", "--kill-whom=main", "--signal=HUP", "docker"])
+        wait = (
+            f"for i in $(seq 100); do n=$(journalctl -u docker -o cat | grep -c 'Reloaded configuration'); "
+            f'[ "$n" -gt {before.stdout.strip()} ] && exit 0; sleep 0.1; done; exit 1'
+        )
+        host.run(["sh", "-c", wait])
+        return str(info(host)["DefaultRuntime"])
+
+    assert reload_with({"runtimes": {"stand-in": {"path": STAND_IN_RUNTIME}}}) == "stand-in"
+    assert reload_with({"runtimes": {"stand-in": {"path": STAND_IN_RUNTIME}}, "default-runtime": "runc"}) == "runc"
+
+
 def test_a_runtime_flag_on_the_service_is_refused_with_file_and_line(bookworm_host):
     host = bookworm_host
     install_docker_io(host)
