@@ -3,7 +3,8 @@ serves it, and if not, one sentence saying why and what to use instead (README, 
 
 The same conventions as ``doctor_checks`` (pure functions over recorded inputs, one record each). A path the mode
 promises fails when it cannot work; a path it does not promise is an ``info`` line, so that a healthy host stays
-healthy. Facts behind the sentences, measured on the GPU machine (Docker 28.5.2, NVIDIA's toolkit 1.20.0; issue 18):
+healthy. Facts behind the sentences, measured on the GPU machine (Docker 28.5.2, NVIDIA's
+toolkit 1.20.0; docs/gpu-proof/2026-12-07-h100):
 
 * ``--gpus`` and Compose's ``deploy.resources.reservations.devices`` are Docker's device requests: Docker serves
   them only when it found NVIDIA's ``nvidia-container-runtime-hook`` on its PATH when it started (else exit 125,

@@ -1,4 +1,4 @@
-"""gpu-install's CDI spec gives a container what NVIDIA's gives it without a hook binary (issue 18, part 2).
+"""gpu-install's CDI spec gives a container what NVIDIA's gives it without a hook binary (docs/cdi.md).
 
 Properties, checked on every recorded layout (the H100 capture, dgx8, debian12, ubuntu2404-cuda, rhel9) and
 on driver layouts derived from dgx8 here (libraries under /usr/lib64, under /usr/local/nvidia/lib64 with no
