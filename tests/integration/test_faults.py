@@ -47,7 +47,7 @@ from fixtures.mirror import Mirror  # noqa: E402
 TRIALS = int(os.environ.get("GPU_INSTALL_FAULT_TRIALS", "7"))
 KILL_PHASES = {
     # phase: (how many trials, kill points drawn from the seeded generator)
-    "apt install (stand-in toolkit)": (TRIALS, lambda rng: f"dpkg:{rng.randint(1, 12)}"),
+    "apt install (the toolkit fixture)": (TRIALS, lambda rng: f"dpkg:{rng.randint(1, 12)}"),
     "daemon.json write": (TRIALS, lambda rng: f"task:Merge the NVIDIA runtime+{rng.randint(0, 400)}"),
     "dockerd reload/restart": (TRIALS, lambda rng: f"task:Apply daemon.json to dockerd+{rng.randint(0, 800)}"),
 }
