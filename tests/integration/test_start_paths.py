@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from hosts import Host
+from test_container_role import RUNTIME_LOG, log_runtime_calls
 from test_docker_ce_mirror import apply
 from test_docker_role import info
 from test_repositories import gateway
@@ -34,8 +35,6 @@ from test_repositories import gateway
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures.mirror import Mirror  # noqa: E402
 
-RUNTIME_CONFIG = "/etc/nvidia-container-runtime/config.toml"
-RUNTIME_LOG = "/var/log/nvidia-container-runtime.log"
 IMAGE = "local/start-paths"
 GPU_ENV_IMAGE = "local/start-paths-gpu-env"
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
@@ -122,15 +121,6 @@ def errors(entries: list[tuple[str, str]]) -> list[str]:
     return [msg for level, msg in entries if level in ("error", "fatal", "panic")]
 
 
-def enable_runtime_log(host: Host) -> None:
-    """Point [nvidia-container-runtime] debug at RUNTIME_LOG (the toolkit's config.toml key, api/config/v1)."""
-    config = host.get(RUNTIME_CONFIG).decode()
-    lines = [ln for ln in config.splitlines() if not re.match(r"^\s*debug\s*=", ln)]
-    at = lines.index("[nvidia-container-runtime]") + 1
-    lines.insert(at, f'debug = "{RUNTIME_LOG}"')
-    host.put(RUNTIME_CONFIG, "\n".join(lines) + "\n")
-
-
 def doctor(host: Host, config: str | None = None) -> dict[str, dict]:
     argv = ["gpu-install", "doctor", "--json"] + (["-c", config] if config else [])
     proc = host.run(argv, check=False)
@@ -153,7 +143,7 @@ def test_runtime_mode_every_start_path_reaches_nvidia_runtime_and_buildkit_does_
     tools = ["docker-compose"] + (["docker-buildx"] if host.suite != "bookworm" else [])
     host.run(["apt-get", "update", "-q"], env=APT_ENV)
     host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *tools], env=APT_ENV)
-    enable_runtime_log(host)
+    log_runtime_calls(host)
     images(host)
 
     # A container that asks for no GPU goes through NVIDIA's runtime (Docker's default) and runs.
