@@ -125,7 +125,9 @@ def test_a_versionlock_entry_in_the_root_holds_nvidia_open_on_rhel10_below_the_n
     held = with_epel_and_crb(repos.root(tmp_path / "held", "el10"))
     held.add_cuda_repo()
     older = next(b for b in sorted(DRIVER_BRANCHES, key=int, reverse=True) if b != newest)
-    held.lock(f"nvidia-open-{branch_evr('rhel10', older)}.*")
+    entry = f"nvidia-open-{branch_evr('rhel10', older)}.*"
+    held.lock(entry)
+    assert entry in held.dnf("versionlock", "list").stdout.splitlines()  # the plugin reads the root's list
     held.dnf("install", "-y", "nvidia-open")
     got = held.installed()
     assert branch_of(got["nvidia-open"]) == older
