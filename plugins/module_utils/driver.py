@@ -19,6 +19,7 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 UNSUPPORTED = 3  # errors.UNSUPPORTED (kept literal: this file is imported alone by unit tests too)
+PACKAGE_SOURCE = 5  # errors.PACKAGE_SOURCE
 
 # -- GPU architecture by PCI device id --------------------------------------------------------------
 # (first, last, architecture, policy). policy: "proprietary" (no open kernel modules: before Turing),
@@ -87,32 +88,73 @@ DISTRO_RUNNING_MODULES = {
         "open": "linux-modules-nvidia-{branch}-server-open-{release}",
     },
 }
-# The branch Ubuntu installs when nvidia_driver_branch is empty (its -server branch for datacenter GPUs).
-UBUNTU_DEFAULT_BRANCH = {"20.04": "535", "22.04": "570", "24.04": "570"}
+# Ubuntu's branch, when nvidia_driver_branch is empty: the newest -server branch the archive offers for this
+# kernel flavour, asked of apt (ubuntu_branches below), never a number written here.
+UBUNTU_OFFERED = {
+    "userspace": {
+        "open": r"nvidia-headless-no-dkms-(\d+)-server-open",
+        "proprietary": r"nvidia-headless-no-dkms-(\d+)-server",
+    },
+    "modules": {
+        "open": r"linux-modules-nvidia-(\d+)-server-open-{flavour}",
+        "proprietary": r"linux-modules-nvidia-(\d+)-server-{flavour}",
+    },
+}
+# What the plan module asks apt for (apt-cache pkgnames PREFIX) and dpkg for (the kernel's metapackages).
+UBUNTU_PROBE_PREFIXES = ("nvidia-headless-no-dkms-", "linux-modules-nvidia-")
+KERNEL_METAPACKAGES = "linux-image-*"
 # Debian's driver branch per release (nvidia_driver_branch must name it, if set).
 DEBIAN_BRANCH = {"11": "470", "12": "535", "13": "550"}
 
-# NVIDIA's CUDA repository (nvidia_driver_source: auto). {branch}: nvidia_driver_branch.
-CUDA_PACKAGES = {
-    "apt": {"open": "nvidia-open", "proprietary": "cuda-drivers"},
-    "dnf": {"open": "nvidia-open", "proprietary": "cuda-drivers"},
-}
-CUDA_BRANCH_PACKAGES = {
-    "apt": {"open": "nvidia-open-{branch}", "proprietary": "cuda-drivers-{branch}"},
-    "dnf": {"open": "nvidia-open", "proprietary": "cuda-drivers"},
-}
-# dnf holds a branch with NVIDIA's nvidia-driver module stream (EL 8, 9 and Amazon Linux 2023).
-DNF_MODULE_STREAM = {"open": "{branch}-open", "proprietary": "{branch}-dkms"}
-DNF_MODULE_RELEASES = {("rhel", "8"), ("rhel", "9"), ("amzn", "2023")}
+# Where a vendor changed its scheme at a branch, a table is a tuple of (first branch, entry), oldest first:
+# ``since(table, branch)`` picks the entry for a branch, and the newest entry for no branch (the newest driver).
+# Sources and the dates they were read: docs/driver.md, "Facts".
 
-# Fabric Manager for NVSwitch hosts, per source and manager ({branch}: the driver's branch).
-FABRICMANAGER = {
-    ("auto", "apt"): "nvidia-fabricmanager-{branch}",
-    ("auto", "dnf"): "nvidia-fabricmanager-{branch}",
-    ("distro", "ubuntu"): "nvidia-fabricmanager-{branch}",
-    ("runfile", "apt"): "nvidia-fabricmanager-{branch}",
-    ("runfile", "dnf"): "nvidia-fabricmanager-{branch}",
+# NVIDIA's CUDA repository (nvidia_driver_source: auto), apt. The driver's metapackage, and how a branch is held:
+# up to 580 by the branch's own metapackage plus gpu-install's apt pin (HOLD_APT_PATH); from 590 NVIDIA dropped
+# the branch from its package names and holds a branch with its nvidia-driver-pinning-<branch> package, installed
+# before the driver.
+CUDA_APT: Tuple[Tuple[int, Dict[str, Any]], ...] = (
+    (0, {"open": "nvidia-open-{branch}", "proprietary": "cuda-drivers-{branch}", "pinning": None}),
+    (590, {"open": "nvidia-open", "proprietary": "cuda-drivers", "pinning": "nvidia-driver-pinning-{branch}"}),
+)
+CUDA_NEWEST = {"open": "nvidia-open", "proprietary": "cuda-drivers"}
+# dnf: the same two metapackages on every branch; the branch is chosen by NVIDIA's nvidia-driver module stream
+# (EL 8, 9, Amazon Linux 2023: open-dkms / latest-dkms for the newest, <branch>-open / <branch>-dkms for one), or,
+# where the distribution has no module streams (EL 10), held with dnf's versionlock plugin on every package
+# matching NVIDIA's glob (*nvidia*<branch>*).
+CUDA_DNF = {"open": "nvidia-open", "proprietary": "cuda-drivers"}
+DNF_MODULE = "nvidia-driver"
+DNF_MODULE_STREAM = {"open": "{branch}-open", "proprietary": "{branch}-dkms"}
+DNF_MODULE_NEWEST = {"open": "open-dkms", "proprietary": "latest-dkms"}
+DNF_MODULE_RELEASES = {("rhel", "8"), ("rhel", "9"), ("amzn", "2023")}
+VERSIONLOCK_GLOB = "*nvidia*{branch}*"
+VERSIONLOCK_PLUGIN = "python3-dnf-plugin-versionlock"
+VERSIONLOCK_LIST = "/etc/dnf/plugins/versionlock.list"
+
+# Fabric Manager (and NSCQ, its NVSwitch query library) for NVSwitch hosts, of the driver's branch, per package
+# source: NVIDIA's CUDA repository for apt and dnf (the runfile's driver takes them from there too), Ubuntu's archive.
+FABRICMANAGER: Dict[str, Tuple[Tuple[int, Tuple[str, ...]], ...]] = {
+    "apt": (
+        (0, ("nvidia-fabricmanager-{branch}", "libnvidia-nscq-{branch}")),
+        (580, ("nvidia-fabricmanager", "libnvidia-nscq")),
+    ),
+    "dnf": (
+        (0, ("nvidia-fabric-manager", "libnvidia-nscq-{branch}")),
+        (580, ("nvidia-fabricmanager", "libnvidia-nscq")),
+    ),
+    "ubuntu": ((0, ("nvidia-fabricmanager-{branch}", "libnvidia-nscq-{branch}")),),
 }
+
+
+def since(table: Sequence[Tuple[int, Any]], branch: str) -> Any:
+    """The entry of a per-branch table for ``branch`` (the newest entry for no branch)."""
+    chosen = table[0][1]
+    for first, entry in table:
+        if not branch or int(branch) >= first:
+            chosen = entry
+    return chosen
+
 
 # Kernel headers: the running kernel's package and the flavour's metapackage (new kernels get headers).
 HEADERS = {
@@ -129,6 +171,40 @@ DEFAULT_FLAVOUR = {
     ("ubuntu", "aarch64"): "generic",
 }
 DKMS_PACKAGE = {"apt": "dkms", "dnf": "dkms"}
+# dkms is not in RHEL: it comes from EPEL (repos.VENDORS["epel"]), whose packages need the distribution's CodeReady
+# Builder repository enabled, by os-release ID. Oracle Linux mirrors EPEL itself (ol<N>_developer_EPEL, defined by
+# its oracle-epel-release-el<N> package); Amazon Linux 2023 has no EPEL and is served by NVIDIA's repository.
+# Per entry: the repositories to enable ({major}, {arch}; the first that the host defines of each group), how,
+# and the packages that define them or the command (installed before).
+DNF_ENABLE = ("dnf", "config-manager", "--set-enabled")
+SUBSCRIPTION_ENABLE = ("subscription-manager", "repos", "--enable")
+_CRB = {"epel": True, "groups": ((("{crb}", DNF_ENABLE, ""),),), "packages": ("dnf-plugins-core",)}
+CODEREADY: Dict[str, Dict[str, Any]] = {
+    "rhel": {
+        "epel": True,
+        "groups": (
+            (
+                ("codeready-builder-for-rhel-{major}-{arch}-rpms", SUBSCRIPTION_ENABLE, ""),
+                ("codeready-builder-for-rhel-{major}-rhui-rpms", DNF_ENABLE, ""),
+            ),
+        ),
+        "packages": ("dnf-plugins-core",),
+    },
+    "rocky": _CRB,
+    "almalinux": _CRB,
+    "centos": _CRB,
+    "ol": {
+        "epel": False,
+        "groups": (
+            (("ol{major}_codeready_builder", DNF_ENABLE, ""),),
+            (("ol{major}_developer_EPEL", DNF_ENABLE, "oracle-epel-release-el{major}"),),
+        ),
+        "packages": ("dnf-plugins-core", "oracle-epel-release-el{major}"),
+    },
+}
+# The rebuilds' CodeReady Builder repository id: PowerTools on EL 8, CRB from EL 9.
+CRB_ID = {"8": "powertools"}
+CRB_ID_DEFAULT = "crb"
 
 # Debian 6.12.38+deb13-amd64, 6.1.0-28-cloud-amd64; Ubuntu 6.8.0-1015-aws, 5.15.0-91-generic.
 _FLAVOUR_RE = re.compile(r"^\d+\.\d+(?:\.\d+)?(?:-\d+|\+deb\d+)-([a-z0-9][a-z0-9-]*)$")
@@ -146,11 +222,14 @@ RUNFILE_UNINSTALL = [RUNFILE_UNINSTALLER, "--silent"]
 DRAIN_MARKER = "/var/lib/gpu-install/nvidia-driver-drained"
 # Binary packages of the driver's source packages (Debian's nvidia-graphics-drivers, NVIDIA's CUDA repository,
 # Ubuntu's -server builds): one branch for all of them keeps module and libraries in step.
+# Ubuntu's precompiled modules (linux-modules-nvidia-*, linux-objects-nvidia-*, linux-signatures-nvidia-*) are
+# versioned by the kernel (6.8.0-90.91), so a version pin never matches them: they are held by name instead, their
+# metapackage naming the branch (linux-modules-nvidia-580-server-open-generic), and the pin leaves them out.
 HOLD_APT_PACKAGES = (
     "nvidia-* libnvidia-* libcuda1* libcuda1-* libnvcuvid1 libnvoptix1 libgl1-nvidia-* libegl-nvidia* "
-    "libgles-nvidia* libglx-nvidia* xserver-xorg-video-nvidia* firmware-nvidia-gsp* cuda-drivers* "
-    "linux-modules-nvidia-* linux-objects-nvidia-* linux-signatures-nvidia-*"
+    "libgles-nvidia* libglx-nvidia* xserver-xorg-video-nvidia* firmware-nvidia-gsp* cuda-drivers*"
 )
+UBUNTU_KERNEL_MODULE_GLOBS = ("linux-modules-nvidia-*", "linux-objects-nvidia-*", "linux-signatures-nvidia-*")
 
 BLACKLIST_PATH = "/etc/modprobe.d/gpu-install-blacklist-nouveau.conf"
 BLACKLIST_TEXT = (
@@ -172,6 +251,45 @@ def kernel_flavour(release: Optional[str]) -> Optional[str]:
     """The flavour a kernel release names (amd64, cloud-amd64, generic, aws), or None for a custom one."""
     match = _FLAVOUR_RE.match(release or "")
     return match.group(1) if match else None
+
+
+def ubuntu_kernel_flavour(images: Dict[str, str], release: Optional[str]) -> Optional[str]:
+    """The flavour of Ubuntu's installed kernel metapackage (generic-hwe-24.04, aws), picked as ubuntu-drivers does.
+
+    images: installed ``linux-image-*`` packages, name -> Depends. ubuntu-drivers (UbuntuDrivers/kerneldetection.py,
+    ``_get_linux_metapackage``) takes the metapackage of the newest installed kernel image, the longest-named one
+    where several depend on it (linux-image-generic-hwe-24.04 over linux-image-generic), and modules for
+    ``virtual`` are ``generic`` ones (detect.py, ``get_linux_modules_metapackage``). None when no metapackage is
+    installed: the running kernel's release names the flavour then.
+    """
+    best: Optional[Tuple[Tuple[Any, ...], str]] = None
+    for name, depends in images.items():
+        match = re.fullmatch(r"linux-image-([a-z][a-z0-9.+-]*)", name)
+        if not match or match.group(1).startswith(("unsigned-", "extra-", "uc-")):
+            continue
+        deps = [d.strip().split(" ", 1)[0] for alt in depends.split(",") for d in alt.split("|") if d.strip()]
+        image = next((d for d in deps if re.match(r"linux-image-(?:unsigned-)?\d", d)), None)
+        if image is None:
+            continue
+        key = (_release_key(image.split("-", 2)[-1].replace("unsigned-", "")), match.group(1))
+        if best is None or key > best:
+            best = key
+    if best is None:
+        return None
+    return "generic" if best[1] == "virtual" else best[1]
+
+
+def ubuntu_branches(names: Sequence[str], modules: str, flavour: str) -> List[str]:
+    """The -server branches Ubuntu's archive offers whole for this kernel flavour, newest first.
+
+    names: the package names apt offers (``UBUNTU_PROBE_PREFIXES``). Whole means the headless userspace and the
+    precompiled modules metapackage for the flavour, in the chosen kernel-module flavour.
+    """
+    found = []
+    for part in ("userspace", "modules"):
+        pattern = re.compile(UBUNTU_OFFERED[part][modules].format(flavour=re.escape(flavour)))
+        found.append({m.group(1) for m in map(pattern.fullmatch, names) if m})
+    return sorted(found[0] & found[1], key=int, reverse=True)
 
 
 def branch_of(version: Optional[str]) -> Optional[str]:
@@ -248,12 +366,20 @@ def _refuse(reason: str) -> Dict[str, Any]:
     return {"code": UNSUPPORTED, "reason": " ".join(reason.split())}
 
 
-def plan(facts: Dict[str, Any], settings: Dict[str, Any], mok_enrolled: bool = False) -> Dict[str, Any]:
+def plan(
+    facts: Dict[str, Any],
+    settings: Dict[str, Any],
+    mok_enrolled: bool = False,
+    probes: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
     """Everything the role installs and writes, or the refusal (exit 3) that stops it before any change.
 
     settings: source, branch, kernel_modules, image_build. mok_enrolled: DKMS has a signing key that the
-    firmware trusts (a live probe; Secure Boot hosts need it for DKMS-built modules).
+    firmware trusts (a live probe; Secure Boot hosts need it for DKMS-built modules). probes: what the host's
+    package manager says (the plan module asks; see ``probe_names``): ``apt_names``, the package names apt offers
+    with ``UBUNTU_PROBE_PREFIXES`` (None: not asked); ``kernel_images``, installed ``linux-image-*`` -> Depends.
     """
+    probes = probes or {}
     osf = facts.get("os") or {}
     like = osf.get("like") or {}
     base = str(like.get("id") or osf.get("id") or "")
@@ -279,6 +405,13 @@ def plan(facts: Dict[str, Any], settings: Dict[str, Any], mok_enrolled: bool = F
         "running_kernel_packages": [],
         "fabricmanager": [],
         "hold": None,
+        "pinning": [],
+        "repositories": [],
+        "codeready": [],
+        "codeready_packages": [],
+        "repository_packages": {},
+        "module": None,
+        "versionlock": None,
         "dkms": False,
         "signed_modules": False,
         "blacklist": {"path": BLACKLIST_PATH, "content": BLACKLIST_TEXT},
@@ -328,8 +461,6 @@ def plan(facts: Dict[str, Any], settings: Dict[str, Any], mok_enrolled: bool = F
                 )
                 return result
             branch = branch or own
-        elif base == "ubuntu":
-            branch = branch or UBUNTU_DEFAULT_BRANCH.get(version, "570")
         open_offered = release_table.get("open") is not None
         source_default = "proprietary"
     elif source == "auto":
@@ -345,7 +476,15 @@ def plan(facts: Dict[str, Any], settings: Dict[str, Any], mok_enrolled: bool = F
     assert modules is not None
     result["kernel_modules"] = modules
 
+    if base == "ubuntu":
+        flavour = ubuntu_kernel_flavour(probes.get("kernel_images") or {}, release) or flavour
     fill = {"branch": branch, "flavour": flavour or DEFAULT_FLAVOUR.get((base, arch), ""), "release": release}
+    if source == "distro" and base == "ubuntu":
+        why = ubuntu_branch(probes.get("apt_names"), modules, fill["flavour"], branch)
+        if why[1]:
+            result["refusal"] = {"code": why[2], "reason": " ".join(why[1].split())}
+            return result
+        branch = fill["branch"] = result["branch"] = why[0]
     if source == "distro" and release_table is not None:
         names = release_table[modules] or []
         result["packages"] = [n.format(**fill) for n in names]
@@ -358,9 +497,13 @@ def plan(facts: Dict[str, Any], settings: Dict[str, Any], mok_enrolled: bool = F
             result["packages"] = [
                 f"{n}={branch}.*" if n.startswith(("nvidia-", "firmware-nvidia")) else n for n in result["packages"]
             ]
+    elif source == "auto" and manager == "apt":
+        scheme = since(CUDA_APT, branch) if branch else {**CUDA_NEWEST, "pinning": None}
+        result["packages"] = [scheme[modules].format(**fill)]
+        if scheme["pinning"]:
+            result["pinning"] = [scheme["pinning"].format(**fill)]
     elif source == "auto":
-        table_for = CUDA_BRANCH_PACKAGES if branch else CUDA_PACKAGES
-        result["packages"] = [table_for[manager][modules].format(**fill)]
+        result["packages"] = [CUDA_DNF[modules]]
     result["dkms"] = not result["signed_modules"]
 
     # Kernel headers (DKMS builds against them; the metapackage brings them for future kernels).
@@ -375,11 +518,13 @@ def plan(facts: Dict[str, Any], settings: Dict[str, Any], mok_enrolled: bool = F
             result["running_kernel_packages"].insert(0, running_headers)
     if result["dkms"]:
         result["packages"].append(DKMS_PACKAGE[manager])
+        if manager == "dnf":
+            result.update(dkms_source(str(osf.get("id") or base), major, arch))
 
     # Fabric Manager of the same branch on NVSwitch hosts.
     if facts.get("nvswitches"):
-        template = FABRICMANAGER.get((source, manager)) or FABRICMANAGER.get((source, base))
-        if template is None:
+        table = FABRICMANAGER.get(base if source == "distro" else manager)
+        if table is None:
             result["refusal"] = _refuse(
                 f"This host has NVSwitches, which need NVIDIA Fabric Manager of the driver's branch, and "
                 f"{osf.get('name') or base} packages none: use nvidia_driver_source: auto (NVIDIA's CUDA repository)."
@@ -391,7 +536,7 @@ def plan(facts: Dict[str, Any], settings: Dict[str, Any], mok_enrolled: bool = F
                 'nvidia_driver_branch (e.g. "550").'
             )
             return result
-        result["fabricmanager"] = [template.format(**fill)]
+        result["fabricmanager"] = [name.format(**fill) for name in since(table, branch)]
 
     # Secure Boot: only modules the firmware trusts may be installed, never a half-loaded driver.
     if facts.get("secure_boot") and not result["signed_modules"] and not mok_enrolled:
@@ -404,24 +549,107 @@ def plan(facts: Dict[str, Any], settings: Dict[str, Any], mok_enrolled: bool = F
         )
         return result
 
-    # Hold the branch (an empty branch is held at the one installed, by the role, after the install).
-    if branch and source in ("auto", "distro"):
-        result["hold"] = hold_for(manager, base, major, branch, modules)
-        if result["hold"] is None and manager == "dnf":
-            result["refusal"] = _refuse(
-                f"nvidia_driver_branch cannot be held on {osf.get('name') or base} yet (NVIDIA's nvidia-driver module "
-                "streams exist for RHEL 8, 9 and Amazon Linux 2023): leave nvidia_driver_branch empty."
-            )
+    # What each repository's preflight checks it offers (repos.preflight): NVIDIA's repository the driver's packages,
+    # EPEL dkms. apt simulates with the host's own sources beside, so dkms stays in the list there.
+    dkms = DKMS_PACKAGE[manager]
+    elsewhere = manager == "dnf" and bool(result["repositories"] or result["codeready"])
+    if source == "auto":
+        result["repository_packages"]["cuda"] = (
+            result["pinning"]
+            + [p for p in result["packages"] if not (p == dkms and elsewhere)]
+            + result["fabricmanager"]
+        )
+    if result["repositories"]:
+        result["repository_packages"]["epel"] = [dkms]
+
+    # What picks and holds the branch: apt's pin, or NVIDIA's pinning package (apt, from 590); dnf's module stream
+    # (the newest stream without a branch), or dnf's versionlock where there are no streams (EL 10).
+    if source in ("auto", "distro") and manager == "apt" and branch and not result["pinning"]:
+        result["hold"] = {"path": HOLD_APT_PATH, "content": apt_hold_text(branch)}
+    elif source == "auto" and manager == "dnf":
+        if (base, major) in DNF_MODULE_RELEASES:
+            stream = (DNF_MODULE_STREAM if branch else DNF_MODULE_NEWEST)[modules].format(branch=branch)
+            result["hold"] = {"path": HOLD_DNF_PATH, "content": dnf_hold_text(stream)}
+            result["module"] = f"{DNF_MODULE}:{stream}"
+        elif branch:
+            locks = versionlock_entries(probes.get("versionlock") or "")
+            result["versionlock"] = {
+                "glob": VERSIONLOCK_GLOB.format(branch=branch),
+                "plugin": VERSIONLOCK_PLUGIN,
+                "path": VERSIONLOCK_LIST,
+                "held": any(b == branch for b in locks.values()),
+                "stale": sorted(entry for entry, b in locks.items() if b != branch),
+            }
     return result
 
 
-def hold_for(manager: str, base: str, major: str, branch: str, modules: str) -> Optional[Dict[str, str]]:
-    """The file that holds the branch: apt preferences, or dnf's nvidia-driver module stream."""
-    if manager == "apt":
-        return {"path": HOLD_APT_PATH, "content": apt_hold_text(branch)}
-    if (base, major) in DNF_MODULE_RELEASES:
-        return {"path": HOLD_DNF_PATH, "content": dnf_hold_text(DNF_MODULE_STREAM[modules].format(branch=branch))}
-    return None
+def dkms_source(os_id: str, major: str, arch: str) -> Dict[str, Any]:
+    """Where dnf finds dkms: the repositories gpu-install configures (EPEL), and the distribution's own to enable.
+
+    codeready: groups of {ids, enable (id -> argv), defined_by}: the role enables, of each group, the first id the host
+    defines; a group that no id of is defined refuses the run before any change, unless a package installed first
+    (defined_by) defines it.
+    """
+    entry = CODEREADY.get(os_id)
+    if entry is None:
+        return {"repositories": [], "codeready": [], "codeready_packages": []}
+    fill = {"major": major, "arch": arch, "crb": CRB_ID.get(major, CRB_ID_DEFAULT)}
+    groups = [
+        {
+            "ids": [rid.format(**fill) for rid, _argv, _by in group],
+            "enable": {rid.format(**fill): [*argv, rid.format(**fill)] for rid, argv, _by in group},
+            "defined_by": next((by.format(**fill) for _r, _a, by in group if by), ""),
+        }
+        for group in entry["groups"]
+    ]
+    return {
+        "repositories": ["epel"] if entry["epel"] else [],
+        "codeready": groups,
+        "codeready_packages": [p.format(**fill) for p in entry["packages"]],
+    }
+
+
+def versionlock_entries(text: str) -> Dict[str, str]:
+    """dnf versionlock.list entries of NVIDIA driver packages, entry -> driver branch (``name-[epoch:]version-...``)."""
+    found = {}
+    for line in text.splitlines():
+        entry = line.strip()
+        if entry.startswith(("!", "#")):
+            continue  # excludes are the user's; comments
+        match = re.fullmatch(r"(\S*nvidia\S*?)-(?:\d+:)?(\d+)\.[^-\s]*-\S+", entry)
+        if match and _DRIVER_BRANCH.fullmatch(match.group(2)):
+            found[entry] = match.group(2)
+    return found
+
+
+UBUNTU_NOTHING_OFFERED = (
+    "Ubuntu's archive offers no NVIDIA -server driver here ({wanted}): refresh apt's lists (apt-get update) with the "
+    "restricted and multiverse components enabled{or_branch}, then run again."
+)
+
+
+def ubuntu_branch(
+    names: Optional[Sequence[str]], modules: str, flavour: str, branch: str
+) -> Tuple[str, Optional[str], int]:
+    """(branch, refusal reason, exit code) for Ubuntu's own driver: the set branch if offered, else the newest."""
+    offered = ubuntu_branches(names or [], modules, flavour)
+    suffix = "-open" if modules == "open" else ""
+    wanted = (
+        f"nvidia-headless-no-dkms-<branch>-server{suffix} with linux-modules-nvidia-<branch>-server{suffix}-{flavour}"
+    )
+    if offered and (not branch or branch in offered):
+        return branch or offered[0], None, 0
+    if branch and names is None:
+        return branch, None, 0
+    if branch and offered:
+        return (
+            "",
+            f"nvidia_driver_branch: {branch} is not offered by Ubuntu's archive here for the {flavour} kernel "
+            f"({wanted}): set one of {', '.join(offered)}, or leave it empty for the newest.",
+            UNSUPPORTED,
+        )
+    or_branch = "" if branch else ' (or set nvidia_driver_branch, e.g. "580")'
+    return "", UBUNTU_NOTHING_OFFERED.format(wanted=wanted, or_branch=or_branch), PACKAGE_SOURCE
 
 
 def reboot_required(
@@ -533,7 +761,9 @@ def kernel_guard(kernels: Sequence[Dict[str, Any]], running: Optional[str]) -> O
 # RHEL's kernel module packages. The container toolkit (libnvidia-container1 1.17, nvidia-container-toolkit)
 # and Debian's CUDA toolkit (nvidia-cuda-toolkit 12.0) match some of them, but carry no driver branch, so they
 # are never taken for the driver (package_branch below).
-DRIVER_PACKAGE_GLOBS: Tuple[str, ...] = tuple(HOLD_APT_PACKAGES.split()) + ("kmod-nvidia*", "dkms-nvidia*")
+DRIVER_PACKAGE_GLOBS: Tuple[str, ...] = (
+    tuple(HOLD_APT_PACKAGES.split()) + UBUNTU_KERNEL_MODULE_GLOBS + ("kmod-nvidia*", "dkms-nvidia*")
+)
 # Which source installed the driver, by the packages that only that source's install has, first match wins
 # (full-match patterns per package manager). NVIDIA's CUDA repository is told by its metapackages: its other
 # packages share their names with Debian's (nvidia-driver, libcuda1, ...).

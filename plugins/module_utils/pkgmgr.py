@@ -150,6 +150,34 @@ def installed_versions() -> Dict[str, str]:
     return {name: str(pkg.get("version")) for name, pkg in packages.items()}
 
 
+def apt_names(prefixes: Sequence[str], runner: Runner = run) -> List[str]:
+    """The package names apt offers that start with one of ``prefixes`` (``apt-cache pkgnames``; reads only).
+
+    A host whose apt never fetched its lists (fresh cloud images) offers nothing here: the caller says so.
+    """
+    names: List[str] = []
+    for prefix in prefixes:
+        rc, out, _err = runner(["apt-cache", "pkgnames", prefix], dict(APT_ENV))
+        if rc == 0:
+            names.extend(line.strip() for line in out.splitlines() if line.strip())
+    return sorted(set(names))
+
+
+def dpkg_depends(pattern: str, runner: Runner = run) -> Dict[str, str]:
+    """Installed packages matching a dpkg-query ``pattern``, name -> Depends (reads only)."""
+    rc, out, _err = runner(
+        ["dpkg-query", "-W", "-f", "${db:Status-Abbrev}\t${Package}\t${Depends}\n", pattern], dict(APT_ENV)
+    )
+    found: Dict[str, str] = {}
+    if rc not in (0, 1):
+        return found
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[0].startswith("ii"):
+            found[parts[1]] = parts[2]
+    return found
+
+
 def _split(spec: str, mgr: str) -> Tuple[str, Optional[str]]:
     if mgr == "apt" and "=" in spec:
         name, version = spec.split("=", 1)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, fileio, openpgp
 
-REPO_IDS: Tuple[str, ...] = ("cuda", "nvidia_container_toolkit", "docker")
+REPO_IDS: Tuple[str, ...] = ("cuda", "nvidia_container_toolkit", "docker", "epel")
 OVERRIDE_KEYS: Tuple[str, ...] = ("url", "key_url", "fingerprint")
 
 APT_KEYRING_DIR = "/etc/apt/keyrings"
@@ -60,10 +60,10 @@ BASES: Dict[Tuple[str, str], Dict[str, str]] = {
     ("ubuntu", "24.04"): {"family": "debian", "cuda": "ubuntu2404", "codename": "noble"},
     ("debian", "11"): {"family": "debian", "cuda": "debian11", "codename": "bullseye"},
     ("debian", "12"): {"family": "debian", "cuda": "debian12", "codename": "bookworm"},
-    ("debian", "13"): {"family": "debian", "cuda": "debian13", "codename": "trixie"},
+    ("debian", "13"): {"family": "debian", "cuda": "debian13", "codename": "trixie", "cuda_key": "8793F200.pub"},
     ("rhel", "8"): {"family": "redhat", "cuda": "rhel8", "releasever": "8"},
     ("rhel", "9"): {"family": "redhat", "cuda": "rhel9", "releasever": "9"},
-    ("rhel", "10"): {"family": "redhat", "cuda": "rhel10", "releasever": "10"},
+    ("rhel", "10"): {"family": "redhat", "cuda": "rhel10", "releasever": "10", "cuda_key": "CDF6BA43.pub"},
     ("amzn", "2023"): {"family": "redhat", "cuda": "amzn2023", "releasever": "2023"},
 }
 
@@ -80,8 +80,16 @@ DOCKER_RPM_DISTRO_DEFAULT = "centos"
 
 CUDA_DEB_KEY = "EB693B3035CD5710E231E123A4B469963BF863CC"
 CUDA_RPM_KEY = "610C7B14E068A878070DA4E99CD0A493D42D0685"
+# EPEL's keys, per EPEL release (RPM-GPG-KEY-EPEL-8, -9, -10).
+EPEL_KEYS = {
+    "8": "94E279EB8D8F25B21810ADF121EA45AB2F86D6A1",
+    "9": "FF8AD1344597106ECE813B918A3872BF3228467C",
+    "10": "7D8D15CBFC4E62688591FB2633D98517E37ED158",
+}
 TOOLKIT_KEY = "C95B321B61E88C1809C4F759DDCAE044F796ECB0"
-DOCKER_KEY = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
+# Docker signs its apt and its RPM repositories with different keys (docs/repositories.md, "Facts").
+DOCKER_DEB_KEY = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
+DOCKER_RPM_KEY = "060A61C51B558A7F742B77AAC52FEB6B621E9F35"
 
 # Per repository: its label, the vendor's base, then per package family the layout below the
 # base ("path"; for apt also "suite" and "components", a flat repository has suite "/" and
@@ -98,25 +106,29 @@ VENDORS: Dict[str, Dict[str, Any]] = {
             "path": "{cuda}/{cuda_arch}/",
             "suite": "/",
             "components": (),
-            "key": "{cuda}/{cuda_arch}/3bf863cc.pub",
+            "key": "{cuda}/{cuda_arch}/{cuda_key}",
+            "default_key": "3bf863cc.pub",
             "fingerprint": CUDA_DEB_KEY,
         },
         "redhat": {
             "path": "{cuda}/{cuda_arch}",
-            "key": "{cuda}/{cuda_arch}/D42D0685.pub",
+            "key": "{cuda}/{cuda_arch}/{cuda_key}",
+            "default_key": "D42D0685.pub",
             "fingerprint": CUDA_RPM_KEY,
             "gpgcheck": True,
             "repo_gpgcheck": False,
         },
         "packages": ("cuda-drivers",),
-        "branch_package": "cuda-drivers-{branch}",
-        # NVIDIA publishes debian11 for x86_64 only.
+        # NVIDIA publishes debian11 and debian13 for x86_64 only.
         "absent": {
             ("debian", "11", "aarch64"): "NVIDIA publishes no CUDA repository for Debian 11 on aarch64: "
             "set nvidia_driver_source: distro",
+            ("debian", "13", "aarch64"): "NVIDIA publishes no CUDA repository for Debian 13 on aarch64: "
+            "set nvidia_driver_source: distro",
         },
-        # Debian 13's CUDA key: no NVIDIA source confirmed its fingerprint.
-        "unpinned": (("debian", "13"),),
+        # Debian 13's and RHEL 10's CUDA repositories are signed by newer keys (8793F200, CDF6BA43) whose full
+        # fingerprints no NVIDIA source publishes: the user pins them (gpu_install_repositories.cuda.fingerprint).
+        "unpinned": (("debian", "13"), ("rhel", "10")),
     },
     "nvidia_container_toolkit": {
         "label": "NVIDIA Container Toolkit",
@@ -149,12 +161,12 @@ VENDORS: Dict[str, Dict[str, Any]] = {
             "suite": "{codename}",
             "components": ("stable",),
             "key": "{distro}/gpg",
-            "fingerprint": DOCKER_KEY,
+            "fingerprint": DOCKER_DEB_KEY,
         },
         "redhat": {
             "path": "{distro}/{releasever}/{rpm_arch}/stable",
             "key": "{distro}/gpg",
-            "fingerprint": DOCKER_KEY,
+            "fingerprint": DOCKER_RPM_KEY,
             "gpgcheck": True,
             "repo_gpgcheck": False,
         },
@@ -164,6 +176,26 @@ VENDORS: Dict[str, Dict[str, Any]] = {
             "set docker_package: auto to use Amazon Linux's own docker package",
             ("amzn", "2023", "aarch64"): "Docker publishes no docker-ce repository for Amazon Linux 2023: "
             "set docker_package: auto to use Amazon Linux's own docker package",
+        },
+        "unpinned": (),
+    },
+    # Fedora's EPEL, for dkms on RHEL and its rebuilds (Rocky, AlmaLinux, CentOS Stream); Oracle Linux mirrors
+    # EPEL in its own repositories and Amazon Linux has none. EPEL 10 publishes one repository per RHEL 10 minor
+    # release ({epel}: 8, 9, 10.0, 10.1, ...). Its packages need CodeReady Builder (driver.CODEREADY).
+    "epel": {
+        "label": "EPEL",
+        "base": "https://dl.fedoraproject.org/pub/epel",
+        "redhat": {
+            "path": "{epel}/Everything/{rpm_arch}",
+            "key": "RPM-GPG-KEY-EPEL-{releasever}",
+            "fingerprint": EPEL_KEYS,
+            "gpgcheck": True,
+            "repo_gpgcheck": False,
+        },
+        "packages": ("dkms",),
+        "absent": {
+            ("amzn", "2023", "x86_64"): "EPEL does not serve Amazon Linux 2023",
+            ("amzn", "2023", "aarch64"): "EPEL does not serve Amazon Linux 2023",
         },
         "unpinned": (),
     },
@@ -322,12 +354,18 @@ def _join(base: str, path: str) -> str:
     return base.rstrip("/") + "/" + path.lstrip("/")
 
 
-def packages_for(repo_id: str, branch: str = "") -> Tuple[str, ...]:
-    """The packages gpu-install installs from a repository (a driver branch picks cuda-drivers-<branch>)."""
-    vendor = VENDORS[repo_id]
-    if branch and vendor.get("branch_package"):
-        return (str(vendor["branch_package"]).format(branch=branch),)
-    return tuple(vendor["packages"])
+def packages_for(repo_id: str) -> Tuple[str, ...]:
+    """The packages gpu-install installs from a repository when the driver's plan names none."""
+    return tuple(VENDORS[repo_id]["packages"])
+
+
+def _epel_release(base: Mapping[str, str], os_facts: Mapping[str, Any]) -> str:
+    """EPEL's directory: the major release (8, 9), from EPEL 10 on the RHEL minor release too (10.0, 10.1)."""
+    major = base.get("releasever", "")
+    if not major.isdigit() or int(major) < 10:
+        return major
+    version = str(os_facts.get("version_id") or "")
+    return version if re.fullmatch(re.escape(major) + r"\.\d+", version) else major
 
 
 def resolve(
@@ -366,6 +404,11 @@ def resolve(
     absent = vendor["absent"].get((*base_key, arch))
     if absent:
         raise RepoError(errors.UNSUPPORTED, absent + ".")
+    if family not in vendor:
+        raise RepoError(
+            errors.UNSUPPORTED,
+            f"The {vendor['label']} repository serves the RHEL family only, not {base_key[0]} {base_key[1]}.",
+        )
     layout = vendor[family]
     distro = base_key[0]
     if family == "redhat":
@@ -378,6 +421,8 @@ def resolve(
         "rpm_arch": ARCHES[arch]["rpm"],
         "releasever": base.get("releasever", ""),
         "distro": distro,
+        "cuda_key": base.get("cuda_key") or layout.get("default_key", ""),
+        "epel": _epel_release(base, os_facts),
     }
 
     url = _check_url(user["url"], f"{setting}.url").rstrip("/") if user.get("url") else vendor["base"]
@@ -394,7 +439,8 @@ def resolve(
     elif base_key in vendor["unpinned"]:
         fingerprint = ""
     else:
-        fingerprint = layout["fingerprint"]
+        pinned = layout["fingerprint"]
+        fingerprint = pinned.get(base.get("releasever", ""), "") if isinstance(pinned, Mapping) else pinned
     if not fingerprint:
         raise RepoError(
             errors.PACKAGE_SOURCE,

@@ -59,6 +59,12 @@ options:
     description: The installed driver's version (the runfile's); empty - the driver package's, as detected.
     type: str
     default: ""
+  lock_timeout:
+    description:
+      - Seconds to wait for apt's lock where Ubuntu's package lists were never fetched and the plan fetches them
+        (C(source=distro), outside check mode) to learn which driver branches the archive offers.
+    type: int
+    default: 300
 attributes:
   check_mode:
     support: full
@@ -120,7 +126,46 @@ fabricmanager:
   type: list
   elements: str
 hold:
-  description: C({path, content}) of the file holding the branch, or null.
+  description:
+    - C({path, content}) of the file that picks and holds the branch - apt's pin (a branch before 590), dnf's
+      nvidia-driver module stream (EL 8, 9, Amazon Linux 2023; the newest stream without a branch) - or null.
+  returned: always
+  type: dict
+pinning:
+  description: NVIDIA's pinning package that holds the branch on apt from 590, installed before the driver.
+  returned: always
+  type: list
+  elements: str
+module:
+  description: The dnf module stream enabled (C(nvidia-driver:580-open), C(nvidia-driver:open-dkms)), or null.
+  returned: always
+  type: str
+versionlock:
+  description:
+    - Where dnf has no module streams (EL 10), C({glob, plugin, path, held, stale}) - the branch is held with dnf's
+      versionlock plugin on every package matching NVIDIA's glob; C(held) - already locked; C(stale) - entries of
+      another branch, released first. Null otherwise.
+  returned: always
+  type: dict
+repositories:
+  description: Repositories beyond NVIDIA's that the driver needs gpu-install to configure (C(epel) for dkms).
+  returned: always
+  type: list
+  elements: str
+codeready:
+  description:
+    - The distribution's repositories EPEL's dkms needs enabled, as groups of C({ids, enable, defined_by}) - of each
+      group, the first id the host defines is enabled with its C(enable) command.
+  returned: always
+  type: list
+  elements: dict
+codeready_packages:
+  description: Packages installed before those repositories are enabled (dnf config-manager, Oracle's EPEL release).
+  returned: always
+  type: list
+  elements: str
+repository_packages:
+  description: Per repository id, the packages its preflight checks it offers (the driver's, the pinning package, dkms).
   returned: always
   type: dict
 blacklist:
@@ -186,7 +231,7 @@ import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import driver, gpu_detect, pkgmgr
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import driver, errors, gpu_detect, pkgmgr
 
 MOK_PUBLIC_KEYS = ("/var/lib/dkms/mok.pub", "/var/lib/shim-signed/mok/MOK.der")
 
@@ -205,6 +250,35 @@ def _mok_enrolled() -> bool:
     return False
 
 
+def _probes(module: AnsibleModule, facts: dict) -> dict:
+    """What the plan asks of the package manager: Ubuntu's kernel metapackage, and the branches its archive offers."""
+    osf = facts.get("os") or {}
+    if osf.get("family") == "redhat" and module.params["source"] == "auto" and not module.params["after_install"]:
+        try:
+            with open(driver.VERSIONLOCK_LIST) as fh:
+                return {"versionlock": fh.read()}
+        except OSError:
+            return {"versionlock": ""}
+    if (
+        (osf.get("like") or {}).get("id", osf.get("id")) != "ubuntu"
+        or module.params["source"] == "none"
+        or module.params["after_install"]
+    ):
+        return {}
+    probes = {"kernel_images": pkgmgr.dpkg_depends(driver.KERNEL_METAPACKAGES)}
+    if module.params["source"] == "distro":
+        names = pkgmgr.apt_names(driver.UBUNTU_PROBE_PREFIXES)
+        if not names and not module.check_mode:
+            # Lists never fetched (fresh cloud images): fetch them, as the install step would, then ask again.
+            try:
+                pkgmgr.apt_update({}, int(module.params["lock_timeout"]))
+            except errors.Failure as exc:
+                module.fail_json(msg=exc.reason, gpu_install_error=exc.record())
+            names = pkgmgr.apt_names(driver.UBUNTU_PROBE_PREFIXES)
+        probes["apt_names"] = names
+    return probes
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -216,6 +290,7 @@ def main() -> None:
             "after_install": {"type": "bool", "default": False},
             "fresh_install": {"type": "bool", "default": False},
             "installed_version": {"type": "str", "default": ""},
+            "lock_timeout": {"type": "int", "default": 300},
         },
         supports_check_mode=True,
     )
@@ -223,7 +298,7 @@ def main() -> None:
     facts = p["facts"] or gpu_detect.detect(None)
     settings = {k: p[k] for k in ("source", "branch", "kernel_modules", "image_build")}
     mok = bool(facts.get("secure_boot")) and _mok_enrolled()
-    result = driver.plan(facts, settings, mok_enrolled=mok)
+    result = driver.plan(facts, settings, mok_enrolled=mok, probes=_probes(module, facts))
     result["reboot_needed"] = False
     if not p["after_install"] and p["source"] != "none":
         # A driver installed from another source or branch leaves first (read-only probes: the same in check mode).

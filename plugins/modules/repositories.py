@@ -258,7 +258,7 @@ def main() -> None:
             if wanted is not None and not isinstance(wanted, list):
                 wanted = [wanted]
             if wanted is None:
-                wanted = list(repos.packages_for(repo_id, params["driver_branch"])) if repo_id in repos.VENDORS else []
+                wanted = list(repos.packages_for(repo_id)) if repo_id in repos.VENDORS else []
             chosen.append(repos.resolve(repo_id, facts, params["overrides"], [str(p) for p in wanted]))
         result["repositories"] = [_summary(r) for r in chosen]
         keys, report = repos.preflight(chosen, params["proxy"], float(params["timeout"]))

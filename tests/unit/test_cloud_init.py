@@ -197,10 +197,11 @@ def test_the_driver_role_installs_each_clouds_ubuntu_kernel_headers(provider):
         "gpus": [{"device_id": "0x2330"}],
         "nvswitches": ["0000:05:00.0"],
     }  # fmt: skip
-    plan = driver.plan(facts, {"source": "distro", "branch": "570"})
+    names = ["nvidia-headless-no-dkms-570-server-open", f"linux-modules-nvidia-570-server-open-{flavour}"]
+    plan = driver.plan(facts, {"source": "distro", "branch": "570"}, probes={"apt_names": names, "kernel_images": {}})
     assert plan["refusal"] is None, plan["refusal"]
     assert f"linux-headers-{flavour}" in plan["headers"]
-    assert plan["fabricmanager"] == ["nvidia-fabricmanager-570"]  # NVSwitches detected on the VM itself
+    assert plan["fabricmanager"] == ["nvidia-fabricmanager-570", "libnvidia-nscq-570"]  # NVSwitches on the VM itself
     assert plan["signed_modules"] is True  # Canonical's signed modules: what Secure Boot needs
 
 

@@ -36,6 +36,18 @@ def settings(**kw: Any) -> dict[str, Any]:
     return {"source": "distro", "branch": "", "kernel_modules": "auto", "image_build": False, **kw}
 
 
+def ubuntu_archive(flavour: str, *branches: str, images: dict[str, str] | None = None) -> dict[str, Any]:
+    """What apt and dpkg say on an Ubuntu host whose archive offers these -server branches for one flavour."""
+    names = []
+    for b in branches:
+        for suffix in ("", "-open"):
+            names += [
+                f"nvidia-headless-no-dkms-{b}-server{suffix}",
+                f"linux-modules-nvidia-{b}-server{suffix}-{flavour}",
+            ]
+    return {"apt_names": names, "kernel_images": images or {}}
+
+
 # -- architecture by device id ---------------------------------------------------------------------------
 
 
@@ -164,7 +176,7 @@ def test_kernel_flavour_comes_from_the_release(release, flavour):
 
 def test_ubuntu_distro_uses_canonicals_signed_precompiled_modules_for_the_kernel_flavour():
     host = facts("ubuntu", "22.04", kernel={"release": "6.8.0-1015-aws", "headers_installed": False})
-    plan = driver.plan(host, settings(branch="535", kernel_modules="proprietary"))
+    plan = driver.plan(host, settings(branch="535", kernel_modules="proprietary"), probes=ubuntu_archive("aws", "535"))
     assert plan["packages"] == [
         "nvidia-headless-no-dkms-535-server",
         "nvidia-utils-535-server",
@@ -173,14 +185,6 @@ def test_ubuntu_distro_uses_canonicals_signed_precompiled_modules_for_the_kernel
     ]
     assert plan["headers"] == ["linux-headers-6.8.0-1015-aws", "linux-headers-aws"]
     assert plan["dkms"] is False and plan["signed_modules"] is True
-
-
-def test_ubuntu_open_modules_and_the_default_branch():
-    host = facts("ubuntu", "24.04", kernel={"release": "6.8.0-45-generic", "headers_installed": True})
-    plan = driver.plan(host, settings())
-    assert plan["branch"] == "570"
-    assert "linux-modules-nvidia-570-server-open-generic" in plan["packages"]
-    assert "nvidia-headless-no-dkms-570-server-open" in plan["packages"]
 
 
 def test_rhel_has_no_distribution_driver_and_is_refused():
@@ -212,11 +216,6 @@ def test_rhel_auto_plans_kernel_devel_for_the_running_kernel_and_future_ones():
     assert plan["initramfs"] == ["dracut", "-f"]
 
 
-def test_nvswitch_hosts_get_fabric_manager_of_the_same_branch():
-    plan = driver.plan(facts("ubuntu", "22.04", nvswitches=["0000:05:00.0"]), settings(source="auto", branch="550"))
-    assert plan["fabricmanager"] == ["nvidia-fabricmanager-550"]
-
-
 def test_nvswitch_hosts_on_debian_distro_are_refused_for_want_of_fabric_manager():
     plan = driver.plan(facts(nvswitches=["0000:05:00.0"]), settings())
     assert "Fabric Manager" in plan["refusal"]["reason"]
@@ -236,7 +235,7 @@ def test_secure_boot_with_an_enrolled_dkms_key_goes_on():
 
 def test_secure_boot_on_ubuntu_distro_uses_the_signed_modules():
     host = facts("ubuntu", "22.04", secure_boot=True, kernel={"release": "5.15.0-91-generic"})
-    assert driver.plan(host, settings())["refusal"] is None
+    assert driver.plan(host, settings(), probes=ubuntu_archive("generic", "580"))["refusal"] is None
 
 
 def test_secure_boot_on_ubuntu_auto_points_at_the_signed_distribution_modules():
@@ -271,12 +270,6 @@ def test_rhel_9_holds_the_branch_with_the_nvidia_driver_module_stream():
     plan = driver.plan(host, settings(source="auto", branch="550"))
     assert plan["hold"]["path"] == "/etc/dnf/modules.d/nvidia-driver.module"
     assert "stream=550-open\n" in plan["hold"]["content"] and "state=enabled\n" in plan["hold"]["content"]
-
-
-def test_rhel_10_cannot_hold_a_branch_yet_and_says_so():
-    host = facts("rhel", "10", kernel={"release": "6.12.0-55.el10.x86_64"})
-    plan = driver.plan(host, settings(source="auto", branch="570"))
-    assert plan["refusal"]["code"] == 3 and "nvidia_driver_branch" in plan["refusal"]["reason"]
 
 
 def test_a_branch_that_is_not_a_number_is_refused():
@@ -377,3 +370,179 @@ def test_kernel_releases_of_mixed_shapes_sort_without_error(tmp_path):
     assert releases[0] == "6.12.9+bpo-amd64"
     assert releases.index("6.1.0-13-amd64") < releases.index("6.1.0-9-amd64")
     assert sorted(releases) == sorted(p.name for p in tmp_path.iterdir())
+
+
+# -- Ubuntu's own driver: the kernel metapackage's flavour, the newest branch apt offers --------------------------
+
+HWE_IMAGES = {
+    "linux-image-generic-hwe-24.04": "linux-image-6.11.0-29-generic, linux-firmware",
+    "linux-image-6.11.0-29-generic": "linux-modules-6.11.0-29-generic, linux-base",
+    "linux-image-6.8.0-90-generic": "linux-modules-6.8.0-90-generic, linux-base",
+}
+
+
+def test_ubuntu_hwe_kernels_get_the_hwe_metapackages_modules_and_headers():
+    host = facts("ubuntu", "24.04", kernel={"release": "6.11.0-29-generic", "headers_installed": True})
+    plan = driver.plan(host, settings(), probes=ubuntu_archive("generic-hwe-24.04", "570", "580", images=HWE_IMAGES))
+    assert plan["branch"] == "580"
+    assert "linux-modules-nvidia-580-server-open-generic-hwe-24.04" in plan["packages"]
+    assert "linux-modules-nvidia-580-server-open-6.11.0-29-generic" in plan["packages"]
+    assert plan["headers"] == ["linux-headers-generic-hwe-24.04"]
+
+
+def test_ubuntu_flavour_follows_the_newest_kernel_image_as_ubuntu_drivers_does():
+    images = {**HWE_IMAGES, "linux-image-generic": "linux-image-6.8.0-90-generic"}
+    assert driver.ubuntu_kernel_flavour(images, "6.8.0-90-generic") == "generic-hwe-24.04"
+    assert driver.ubuntu_kernel_flavour({"linux-image-virtual": "linux-image-6.8.0-90-generic"}, None) == "generic"
+    assert driver.ubuntu_kernel_flavour({"linux-image-6.8.0-90-generic": ""}, "6.8.0-90-generic") is None
+
+
+def test_ubuntu_default_branch_is_the_newest_the_archive_offers_whole_for_the_flavour():
+    archive = ubuntu_archive("aws", "570", "580")
+    archive["apt_names"] += ["nvidia-headless-no-dkms-615-server-open"]  # userspace without modules for aws
+    host = facts("ubuntu", "22.04", kernel={"release": "6.8.0-1015-aws"})
+    plan = driver.plan(host, settings(), probes=archive)
+    assert plan["branch"] == "580" and "linux-modules-nvidia-580-server-open-aws" in plan["packages"]
+
+
+def test_ubuntu_branch_the_archive_does_not_offer_is_refused_naming_those_it_does():
+    host = facts("ubuntu", "24.04", kernel={"release": "6.8.0-45-generic"})
+    plan = driver.plan(host, settings(branch="535"), probes=ubuntu_archive("generic", "570", "580"))
+    assert plan["refusal"]["code"] == 3 and "580, 570" in plan["refusal"]["reason"]
+
+
+def test_ubuntu_archive_without_any_server_driver_is_a_package_source_error():
+    host = facts("ubuntu", "24.04", kernel={"release": "6.8.0-45-generic"})
+    plan = driver.plan(host, settings(), probes={"apt_names": [], "kernel_images": {}})
+    assert plan["refusal"]["code"] == 5 and "apt-get update" in plan["refusal"]["reason"]
+
+
+def test_the_apt_pin_leaves_out_the_kernel_versioned_precompiled_modules():
+    import fnmatch
+
+    globs = driver.apt_hold_text("580").split("Package: ", 1)[1].splitlines()[0].split()
+    for name in ("linux-modules-nvidia-580-server-open-generic", "linux-objects-nvidia-580-server-6.8.0-90-generic"):
+        assert not any(fnmatch.fnmatchcase(name, g) for g in globs)
+    assert any(fnmatch.fnmatchcase("nvidia-headless-no-dkms-580-server-open", g) for g in globs)
+    # ... and a switch still finds them as the old branch's packages.
+    assert driver.package_branch("linux-modules-nvidia-570-server-open-generic", "6.8.0-90.91") == "570"
+
+
+# -- NVIDIA's CUDA repository, per branch scheme ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("branch", "modules", "packages", "pinning", "pinned_by_gpu_install"),
+    [
+        ("575", "open", ["nvidia-open-575"], [], True),
+        ("580", "proprietary", ["cuda-drivers-580"], [], True),
+        ("590", "open", ["nvidia-open"], ["nvidia-driver-pinning-590"], False),
+        ("595", "proprietary", ["cuda-drivers"], ["nvidia-driver-pinning-595"], False),
+        ("", "open", ["nvidia-open"], [], False),
+    ],
+)
+def test_cuda_apt_branches_before_590_are_pinned_by_gpu_install_and_from_590_by_nvidias_package(
+    branch, modules, packages, pinning, pinned_by_gpu_install
+):
+    host = facts("ubuntu", "24.04", kernel={"release": "6.8.0-45-generic", "headers_installed": True})
+    plan = driver.plan(host, settings(source="auto", branch=branch, kernel_modules=modules))
+    assert plan["packages"] == [*packages, "dkms"] and plan["pinning"] == pinning
+    assert (plan["hold"] is not None) == pinned_by_gpu_install
+    assert plan["repository_packages"]["cuda"][: len(pinning)] == pinning  # the preflight checks the pin too
+
+
+@pytest.mark.parametrize(
+    ("os_id", "version", "branch", "expected"),
+    [
+        ("ubuntu", "24.04", "575", ["nvidia-fabricmanager-575", "libnvidia-nscq-575"]),
+        ("ubuntu", "24.04", "580", ["nvidia-fabricmanager", "libnvidia-nscq"]),
+        ("ubuntu", "24.04", "595", ["nvidia-fabricmanager", "libnvidia-nscq"]),
+        ("rhel", "9", "575", ["nvidia-fabric-manager", "libnvidia-nscq-575"]),
+        ("rhel", "9", "580", ["nvidia-fabricmanager", "libnvidia-nscq"]),
+        ("amzn", "2023", "570", ["nvidia-fabric-manager", "libnvidia-nscq-570"]),
+    ],
+)
+def test_fabric_manager_names_follow_the_branch_and_the_repository(os_id, version, branch, expected):
+    host = facts(os_id, version, nvswitches=["0000:05:00.0"], kernel={"release": "6.8.0-45-generic"})
+    plan = driver.plan(host, settings(source="auto", branch=branch))
+    assert plan["refusal"] is None and plan["fabricmanager"] == expected
+    assert set(expected) <= set(plan["repository_packages"]["cuda"])
+
+
+def test_ubuntu_archive_fabric_manager_keeps_the_branch_in_both_names():
+    host = facts("ubuntu", "24.04", nvswitches=["0000:05:00.0"], kernel={"release": "6.8.0-45-generic"})
+    plan = driver.plan(host, settings(branch="580"), probes=ubuntu_archive("generic", "580"))
+    assert plan["fabricmanager"] == ["nvidia-fabricmanager-580", "libnvidia-nscq-580"]
+
+
+# -- dnf: module streams, versionlock, EPEL ---------------------------------------------------------------------
+
+
+def el(os_id: str, version: str, arch: str = "x86_64", **extra: Any) -> dict[str, Any]:
+    host = facts("rhel" if os_id != "amzn" else "amzn", version.split(".", maxsplit=1)[0], **extra)
+    host["os"].update(id=os_id, version_id=version, arch=arch)
+    host["kernel"] = {"release": f"5.14.0-427.el9.{arch}", "headers_installed": True}
+    return host
+
+
+@pytest.mark.parametrize(
+    ("modules", "branch", "stream"),
+    [("open", "", "open-dkms"), ("proprietary", "", "latest-dkms"), ("open", "580", "580-open"),
+     ("proprietary", "575", "575-dkms")],
+)  # fmt: skip
+def test_el9_and_amazon_linux_pick_the_branch_with_nvidias_module_stream(modules, branch, stream):
+    for host in (el("rocky", "9.4"), el("amzn", "2023")):
+        plan = driver.plan(host, settings(source="auto", branch=branch, kernel_modules=modules))
+        assert plan["module"] == f"nvidia-driver:{stream}" and plan["versionlock"] is None
+        assert f"stream={stream}\n" in plan["hold"]["content"]
+        assert plan["packages"][0] == ("nvidia-open" if modules == "open" else "cuda-drivers")
+
+
+def test_el10_holds_a_branch_with_versionlock_on_nvidias_glob_and_releases_the_old_branch():
+    locked = "nvidia-open-3:575.57.08-1.el10.*\nlibnvidia-ml-3:575.57.08-1.el10.*\nkernel-0:6.12.0-55.el10.*\n"
+    plan = driver.plan(el("rhel", "10.0"), settings(source="auto", branch="580"), probes={"versionlock": locked})
+    assert plan["refusal"] is None and plan["module"] is None and plan["hold"] is None
+    lock = plan["versionlock"]
+    assert lock["glob"] == "*nvidia*580*" and lock["plugin"] == "python3-dnf-plugin-versionlock"
+    assert lock["held"] is False
+    assert lock["stale"] == ["libnvidia-ml-3:575.57.08-1.el10.*", "nvidia-open-3:575.57.08-1.el10.*"]
+    again = driver.plan(el("rhel", "10.0"), settings(source="auto", branch="580"),
+                        probes={"versionlock": "nvidia-open-3:580.105.08-1.el10.*\n"})  # fmt: skip
+    assert again["versionlock"]["held"] is True and again["versionlock"]["stale"] == []
+
+
+def test_el10_newest_driver_needs_neither_stream_nor_lock():
+    plan = driver.plan(el("rhel", "10.0"), settings(source="auto"))
+    assert (plan["module"], plan["versionlock"], plan["hold"]) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("os_id", "version", "arch", "repositories", "groups"),
+    [
+        ("rhel", "9.4", "x86_64", ["epel"],
+         [["codeready-builder-for-rhel-9-x86_64-rpms", "codeready-builder-for-rhel-9-rhui-rpms"]]),
+        ("rhel", "10.0", "aarch64", ["epel"],
+         [["codeready-builder-for-rhel-10-aarch64-rpms", "codeready-builder-for-rhel-10-rhui-rpms"]]),
+        ("rocky", "9.4", "x86_64", ["epel"], [["crb"]]),
+        ("almalinux", "8.10", "x86_64", ["epel"], [["powertools"]]),
+        ("ol", "9.4", "x86_64", [], [["ol9_codeready_builder"], ["ol9_developer_EPEL"]]),
+        ("amzn", "2023", "x86_64", [], []),
+    ],
+)  # fmt: skip
+def test_dkms_on_the_rhel_family_comes_from_epel_with_codeready_builder(os_id, version, arch, repositories, groups):
+    plan = driver.plan(el(os_id, version, arch), settings(source="auto"))
+    assert plan["repositories"] == repositories
+    assert [g["ids"] for g in plan["codeready"]] == groups
+    assert "dkms" in plan["packages"]
+    # NVIDIA's repository is checked for the driver; dkms is checked where it comes from.
+    assert ("dkms" in plan["repository_packages"]["cuda"]) == (not repositories and not groups)
+    assert plan["repository_packages"].get("epel", []) == (["dkms"] if repositories else [])
+    for group in plan["codeready"]:
+        assert all(group["enable"][rid][-1] == rid for rid in group["ids"])
+
+
+def test_versionlock_entries_read_only_the_locks_of_nvidia_driver_packages():
+    text = (
+        "# comment\nnvidia-open-3:580.1-1.el10.*\nnvidia-container-toolkit-0:1.17.8-1.*\n!nvidia-driver-3:575.1-1.*\n"
+    )
+    assert driver.versionlock_entries(text) == {"nvidia-open-3:580.1-1.el10.*": "580"}

@@ -23,7 +23,7 @@ def test_every_base_arch_and_repository_resolves_or_is_refused_clearly(base, arc
     try:
         repo = repos.resolve(repo_id, facts(*base, arch))
     except repos.RepoError as exc:
-        if (*base, arch) in vendor["absent"]:
+        if (*base, arch) in vendor["absent"] or repos.BASES[base]["family"] not in vendor:
             assert exc.code == errors.UNSUPPORTED
         else:
             assert base in vendor["unpinned"]
@@ -46,6 +46,7 @@ def test_every_base_arch_and_repository_resolves_or_is_refused_clearly(base, arc
         (("rhel", "9"), "x86_64", "rhel9/x86_64", "rhel9/x86_64/D42D0685.pub"),
         (("rhel", "8"), "aarch64", "rhel8/sbsa", "rhel8/sbsa/D42D0685.pub"),
         (("amzn", "2023"), "x86_64", "amzn2023/x86_64", "amzn2023/x86_64/D42D0685.pub"),
+        (("amzn", "2023"), "aarch64", "amzn2023/sbsa", "amzn2023/sbsa/D42D0685.pub"),
     ],
 )
 def test_cuda_layout_follows_nvidia(base, arch, uri, key_url):
@@ -139,10 +140,10 @@ def test_unsupported_platforms_are_refused_with_code_3():
         assert exc.value.code == errors.UNSUPPORTED
 
 
-def test_driver_branch_picks_the_branch_package():
-    assert repos.packages_for("cuda", "550") == ("cuda-drivers-550",)
+def test_without_the_drivers_plan_each_repository_is_checked_for_its_own_packages():
     assert repos.packages_for("cuda") == ("cuda-drivers",)
-    assert repos.packages_for("docker", "550") == ("docker-ce", "docker-ce-cli", "containerd.io")
+    assert repos.packages_for("docker") == ("docker-ce", "docker-ce-cli", "containerd.io")
+    assert repos.packages_for("epel") == ("dkms",)
 
 
 def test_deb822_flat_repository_has_no_components_and_its_own_keyring():
@@ -214,3 +215,68 @@ APT_SAYS = {
 def test_apt_output_is_classified(case, kind):
     got = repos.classify_apt(APT_SAYS[case])
     assert (got[0] if got else None) == kind
+
+
+@pytest.mark.parametrize(
+    ("base", "arch", "key_url"),
+    [
+        (("debian", "13"), "x86_64", "debian13/x86_64/8793F200.pub"),
+        (("rhel", "10"), "x86_64", "rhel10/x86_64/CDF6BA43.pub"),
+        (("rhel", "10"), "aarch64", "rhel10/sbsa/CDF6BA43.pub"),
+    ],
+)  # fmt: skip
+def test_newer_cuda_keys_are_fetched_from_their_own_file_and_need_the_users_pin(base, arch, key_url):
+    root = "https://developer.download.nvidia.com/compute/cuda/repos/"
+    with pytest.raises(repos.RepoError) as exc:
+        repos.resolve("cuda", facts(*base, arch))
+    assert exc.value.code == errors.PACKAGE_SOURCE and root + key_url in exc.value.reason
+    pinned = repos.resolve("cuda", facts(*base, arch), {"cuda": {"fingerprint": "AB" * 20}})
+    assert pinned.key_url == root + key_url and pinned.fingerprint == "AB" * 20
+
+
+def test_debian_13_has_no_cuda_repository_on_aarch64():
+    with pytest.raises(repos.RepoError) as exc:
+        repos.resolve("cuda", facts("debian", "13", "aarch64"))
+    assert exc.value.code == errors.UNSUPPORTED and "nvidia_driver_source: distro" in exc.value.reason
+
+
+@pytest.mark.parametrize(
+    ("os_id", "version", "arch", "path", "key", "fingerprint"),
+    [
+        ("rocky", "8.10", "x86_64", "8/Everything/x86_64", "RPM-GPG-KEY-EPEL-8",
+         "94E279EB8D8F25B21810ADF121EA45AB2F86D6A1"),
+        ("rhel", "9.4", "aarch64", "9/Everything/aarch64", "RPM-GPG-KEY-EPEL-9",
+         "FF8AD1344597106ECE813B918A3872BF3228467C"),
+        ("almalinux", "10.1", "x86_64", "10.1/Everything/x86_64", "RPM-GPG-KEY-EPEL-10",
+         "7D8D15CBFC4E62688591FB2633D98517E37ED158"),
+        ("centos", "10", "x86_64", "10/Everything/x86_64", "RPM-GPG-KEY-EPEL-10",
+         "7D8D15CBFC4E62688591FB2633D98517E37ED158"),
+    ],
+)  # fmt: skip
+def test_epel_repository_file_follows_the_release_with_its_pinned_key(os_id, version, arch, path, key, fingerprint):
+    host = {
+        "id": os_id,
+        "version_id": version,
+        "arch": arch,
+        "like": {"id": "rhel", "version_id": version.split(".")[0]},
+    }
+    repo = repos.resolve("epel", host)
+    text = repos.render_dnf(repo)
+    assert f"baseurl=https://dl.fedoraproject.org/pub/epel/{path}\n" in text
+    assert repo.key_url == f"https://dl.fedoraproject.org/pub/epel/{key}"
+    assert f"key fingerprint {fingerprint}" in text and "gpgcheck=1" in text
+
+
+def test_epel_is_refused_where_it_serves_nothing():
+    for host in (facts("amzn", "2023"), facts("ubuntu", "24.04")):
+        with pytest.raises(repos.RepoError) as exc:
+            repos.resolve("epel", host)
+        assert exc.value.code == errors.UNSUPPORTED
+
+
+def test_docker_signs_its_rpm_and_apt_repositories_with_different_pinned_keys():
+    rpm = repos.resolve("docker", facts("rhel", "9", os_id="rocky"))
+    apt = repos.resolve("docker", facts("debian", "12"))
+    assert rpm.key_url == "https://download.docker.com/linux/centos/gpg"
+    assert "key fingerprint 060A61C51B558A7F742B77AAC52FEB6B621E9F35" in repos.render_dnf(rpm)
+    assert "key fingerprint 9DC858229FC7DD38854AE2D88D81803C0EBFCD88" in repos.render_deb822(apt)
