@@ -498,8 +498,8 @@ def plan(
                 f"{n}={branch}.*" if n.startswith(("nvidia-", "firmware-nvidia")) else n for n in result["packages"]
             ]
     elif source == "auto" and manager == "apt":
-        scheme = since(CUDA_APT, branch) if branch else {**CUDA_NEWEST, "pinning": None}
-        result["packages"] = [scheme[modules].format(**fill)]
+        scheme: Dict[str, Any] = since(CUDA_APT, branch) if branch else {**CUDA_NEWEST, "pinning": None}
+        result["packages"] = [str(scheme[modules]).format(**fill)]
         if scheme["pinning"]:
             result["pinning"] = [scheme["pinning"].format(**fill)]
     elif source == "auto":
@@ -523,8 +523,8 @@ def plan(
 
     # Fabric Manager of the same branch on NVSwitch hosts.
     if facts.get("nvswitches"):
-        table = FABRICMANAGER.get(base if source == "distro" else manager)
-        if table is None:
+        fm_table = FABRICMANAGER.get(base if source == "distro" else manager)
+        if fm_table is None:
             result["refusal"] = _refuse(
                 f"This host has NVSwitches, which need NVIDIA Fabric Manager of the driver's branch, and "
                 f"{osf.get('name') or base} packages none: use nvidia_driver_source: auto (NVIDIA's CUDA repository)."
@@ -536,7 +536,7 @@ def plan(
                 'nvidia_driver_branch (e.g. "550").'
             )
             return result
-        result["fabricmanager"] = [name.format(**fill) for name in since(table, branch)]
+        result["fabricmanager"] = [name.format(**fill) for name in since(fm_table, branch)]
 
     # Secure Boot: only modules the firmware trusts may be installed, never a half-loaded driver.
     if facts.get("secure_boot") and not result["signed_modules"] and not mok_enrolled:
