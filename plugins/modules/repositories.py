@@ -31,24 +31,18 @@ author:
 options:
   use:
     description:
-      - The repository ids this run needs (C(cuda), C(nvidia_container_toolkit), C(docker)). Empty does
+      - The repository ids this run needs (C(cuda), C(nvidia_container_toolkit), C(docker), C(epel)). Empty does
         nothing.
     type: list
     elements: str
     required: true
   packages:
     description:
-      - Repository id to the package names preflight checks. Ids not given check the packages
-        gpu-install installs from that repository (C(cuda-drivers), C(nvidia-container-toolkit),
-        C(docker-ce docker-ce-cli containerd.io)).
+      - Repository id to the package names preflight checks (the driver's plan gives them as its
+        C(repository_packages)). Ids not given check the packages gpu-install installs from that repository
+        (C(cuda-drivers), C(nvidia-container-toolkit), C(docker-ce docker-ce-cli containerd.io), C(dkms)).
     type: dict
     default: {}
-  driver_branch:
-    description:
-      - The NVIDIA driver branch (C(nvidia_driver_branch)); when set, C(cuda-drivers-<branch>) is the
-        package checked in the C(cuda) repository.
-    type: str
-    default: ""
   overrides:
     description:
       - The C(gpu_install_repositories) setting - repository id to C(url) (replaces the vendor's base,
@@ -214,7 +208,6 @@ def main() -> None:
         argument_spec={
             "use": {"type": "list", "elements": "str", "required": True},
             "packages": {"type": "dict", "default": {}},
-            "driver_branch": {"type": "str", "default": ""},
             "overrides": {"type": "dict", "default": {}},
             "proxy": {"type": "str", "default": ""},
             "facts": {"type": "dict", "default": None},

@@ -105,7 +105,6 @@ def test_ansible_doc_renders_the_module():
     assert set(doc["options"]) == {
         "use",
         "packages",
-        "driver_branch",
         "overrides",
         "proxy",
         "facts",
