@@ -546,3 +546,13 @@ def test_versionlock_entries_read_only_the_locks_of_nvidia_driver_packages():
         "# comment\nnvidia-open-3:580.1-1.el10.*\nnvidia-container-toolkit-0:1.17.8-1.*\n!nvidia-driver-3:575.1-1.*\n"
     )
     assert driver.versionlock_entries(text) == {"nvidia-open-3:580.1-1.el10.*": "580"}
+
+
+def test_ubuntu_arm64_64k_kernels_get_the_64k_flavours_modules():
+    host = facts("ubuntu", "24.04", kernel={"release": "6.8.0-90-generic-64k", "headers_installed": True})
+    host["os"]["arch"] = "aarch64"
+    images = {"linux-image-generic-64k-hwe-24.04": "linux-image-6.8.0-90-generic-64k"}
+    plan = driver.plan(host, settings(), probes=ubuntu_archive("generic-64k-hwe-24.04", "580", images=images))
+    assert "linux-modules-nvidia-580-server-open-generic-64k-hwe-24.04" in plan["packages"]
+    assert "linux-modules-nvidia-580-server-open-6.8.0-90-generic-64k" in plan["packages"]
+    assert plan["headers"] == ["linux-headers-generic-64k-hwe-24.04"]
