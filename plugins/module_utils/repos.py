@@ -906,7 +906,12 @@ def preflight_dnf(
             report[repo.id] = {"index": "ok"}
             if not repo.packages:
                 continue
-            rc, out = runner([*base, "repoquery", "--latest-limit=1", "--location", *repo.packages])
+            # NVIDIA's EL 8/9 and Amazon Linux repositories are modular: with no stream enabled in this scratch root,
+            # dnf would hide every driver package. Asked here is only whether the repository offers them (dnf 4 has
+            # the option since late 2019, rpm-software-management/ci-dnf-stack#673; dnf5 too).
+            rc, out = runner(
+                [*base, "repoquery", "--disable-modular-filtering", "--latest-limit=1", "--location", *repo.packages]
+            )
             if rc != 0:
                 raise _failure(repo, *(classify_dnf(out) or ("other", _last(out, rc))))
             uris = [ln.strip() for ln in out.splitlines() if re.match(r"^(https?|file|ftp)://", ln.strip())]

@@ -89,7 +89,7 @@ def test_enabling_a_branch_open_stream_installs_that_branch(repos, tmp_path, dis
     assert f"stream={branch}-open" in state and "state=enabled" in state
 
 
-def test_open_dkms_stream_gives_the_newest_branch_and_its_fabric_manager_profile(repos, tmp_path):
+def test_open_dkms_stream_gives_the_newest_branch_and_its_fabric_manager_and_nscq_profile(repos, tmp_path):
     root = with_epel_and_crb(repos.root(tmp_path, "el9"))
     root.add_cuda_repo()
     root.dnf("module", "install", "-y", "nvidia-driver:open-dkms/fm")
@@ -97,6 +97,7 @@ def test_open_dkms_stream_gives_the_newest_branch_and_its_fabric_manager_profile
     newest = newest_branch(root.cuda_dir)
     assert branch_of(got["nvidia-open"]) == newest
     assert branch_of(got[DRIVER_BRANCHES[newest]["fabric_manager"]]) == newest
+    assert branch_of(got[DRIVER_BRANCHES[newest]["nscq"]]) == newest
 
 
 @pytest.mark.parametrize("distro", ["el8", "el9", "el10"])
