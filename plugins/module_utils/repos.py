@@ -927,7 +927,20 @@ def preflight_dnf(
             report[repo.id] = {"index": "ok", "packages": list(repo.packages), "checked_uris": len(uris)}
         return report
     finally:
+        stop_dnf_gpg_agents(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def stop_dnf_gpg_agents(tree: str) -> None:
+    """Stop the gpg-agents that dnf (librepo, through gpgme) starts for each repository's keyring below ``tree``.
+
+    librepo verifies ``repo_gpgcheck`` signatures in a GnuPG home per repository (``<cachedir>/<repo>/pubring``)
+    and leaves its agent running; each holds inotify instances until none are left for anyone.
+    """
+    for dirpath, dirnames, _files in os.walk(tree):
+        if os.path.basename(dirpath) == "pubring":
+            dirnames[:] = []
+            _run(["gpgconf", "--homedir", dirpath, "--kill", "gpg-agent"], timeout=10)
 
 
 def _probe(repo: Repo, proxy: str) -> Optional[Tuple[str, str]]:
