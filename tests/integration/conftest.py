@@ -81,3 +81,18 @@ def debian_host(request: pytest.FixtureRequest, host_factory: HostFactory) -> It
 @pytest.fixture(scope="session")
 def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> SshKey:
     return SshKey.generate(tmp_path_factory.mktemp("ssh"))
+
+
+@pytest.fixture(scope="session")
+def dnf_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """FIXTURE: the dnf stand-ins of NVIDIA's CUDA repository, EPEL and a distribution (tests/fixtures/dnf_repos.py)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fixtures.dnf_repos import DnfRepos, tools_missing
+
+    missing = tools_missing()
+    if missing:
+        pytest.fail(f"the dnf fixture needs {', '.join(missing)}: scripts/test installs them")
+    with DnfRepos(tmp_path_factory.mktemp("dnf-repos")) as served:
+        yield served

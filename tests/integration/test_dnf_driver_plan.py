@@ -32,7 +32,6 @@ from fixtures.dnf_repos import (  # noqa: E402
     DnfRepos,
     DnfRoot,
     newest_branch,
-    tools_missing,
 )
 from gpu_install.collection import collections_path, module_utils  # noqa: E402
 
@@ -46,13 +45,9 @@ NVSWITCH = "0x22a3"  # any NVIDIA device of the NVSwitch class (0x0680) counts
 SECURE_BOOT_OFF = bytes([6, 0, 0, 0, 0])  # efivar attributes, then SecureBoot = 0
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory):
-    missing = tools_missing()
-    if missing:
-        pytest.fail(f"the dnf fixture needs {', '.join(missing)}: scripts/test installs them")
-    with DnfRepos(tmp_path_factory.mktemp("dnf-repos")) as repos:
-        yield repos
+@pytest.fixture
+def served(dnf_served):
+    return dnf_served
 
 
 # -- the host ------------------------------------------------------------------------------------------------------

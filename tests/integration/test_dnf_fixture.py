@@ -22,17 +22,12 @@ from fixtures.dnf_repos import (  # noqa: E402
     DnfRepos,
     branch_evr,
     newest_branch,
-    tools_missing,
 )
 
 
-@pytest.fixture(scope="module")
-def repos(tmp_path_factory: pytest.TempPathFactory):
-    missing = tools_missing()
-    if missing:
-        pytest.fail(f"the dnf fixture needs {', '.join(missing)}: scripts/test installs them")
-    with DnfRepos(tmp_path_factory.mktemp("dnf-repos")) as served:
-        yield served
+@pytest.fixture
+def repos(dnf_served):
+    return dnf_served
 
 
 def branch_of(evra: str) -> str:
