@@ -376,8 +376,9 @@ def plan(
 
     settings: source, branch, kernel_modules, image_build. mok_enrolled: DKMS has a signing key that the
     firmware trusts (a live probe; Secure Boot hosts need it for DKMS-built modules). probes: what the host's
-    package manager says (the plan module asks; see ``probe_names``): ``apt_names``, the package names apt offers
-    with ``UBUNTU_PROBE_PREFIXES`` (None: not asked); ``kernel_images``, installed ``linux-image-*`` -> Depends.
+    package manager says (the plan module asks, in its ``_probes``): ``apt_names``, the package names apt offers
+    with ``UBUNTU_PROBE_PREFIXES`` (None: not asked); ``kernel_images``, installed ``linux-image-*`` -> Depends;
+    ``versionlock``, the text of dnf's versionlock.list.
     """
     probes = probes or {}
     osf = facts.get("os") or {}
