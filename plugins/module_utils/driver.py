@@ -110,20 +110,19 @@ DEBIAN_BRANCH = {"11": "470", "12": "535", "13": "550"}
 # ``since(table, branch)`` picks the entry for a branch, and the newest entry for no branch (the newest driver).
 # Sources and the dates they were read: docs/driver.md, "Facts".
 
-# NVIDIA's CUDA repository (nvidia_driver_source: auto), apt. The driver's metapackage, and how a branch is held:
-# up to 580 by the branch's own metapackage plus gpu-install's apt pin (HOLD_APT_PATH); from 590 NVIDIA dropped
-# the branch from its package names and holds a branch with its nvidia-driver-pinning-<branch> package, installed
-# before the driver.
+# NVIDIA's CUDA repository (nvidia_driver_source: auto): the driver's metapackages, per kernel-module flavour. dnf
+# has these on every branch; apt has them for the newest driver and, from 590, for a branch too.
+CUDA_METAPACKAGES = {"open": "nvidia-open", "proprietary": "cuda-drivers"}
+# apt, per branch: the driver's metapackage, and how a branch is held: up to 580 by the branch's own metapackage
+# plus gpu-install's apt pin (HOLD_APT_PATH); from 590 NVIDIA dropped the branch from its package names and holds a
+# branch with its nvidia-driver-pinning-<branch> package, installed before the driver.
 CUDA_APT: Tuple[Tuple[int, Dict[str, Any]], ...] = (
     (0, {"open": "nvidia-open-{branch}", "proprietary": "cuda-drivers-{branch}", "pinning": None}),
-    (590, {"open": "nvidia-open", "proprietary": "cuda-drivers", "pinning": "nvidia-driver-pinning-{branch}"}),
+    (590, {**CUDA_METAPACKAGES, "pinning": "nvidia-driver-pinning-{branch}"}),
 )
-CUDA_NEWEST = {"open": "nvidia-open", "proprietary": "cuda-drivers"}
-# dnf: the same two metapackages on every branch; the branch is chosen by NVIDIA's nvidia-driver module stream
-# (EL 8, 9, Amazon Linux 2023: open-dkms / latest-dkms for the newest, <branch>-open / <branch>-dkms for one), or,
-# where the distribution has no module streams (EL 10), held with dnf's versionlock plugin on every package
-# matching NVIDIA's glob (*nvidia*<branch>*).
-CUDA_DNF = {"open": "nvidia-open", "proprietary": "cuda-drivers"}
+# dnf: the branch is chosen by NVIDIA's nvidia-driver module stream (EL 8, 9, Amazon Linux 2023: open-dkms /
+# latest-dkms for the newest, <branch>-open / <branch>-dkms for one), or, where the distribution has no module
+# streams (EL 10), held with dnf's versionlock plugin on every package matching NVIDIA's glob (*nvidia*<branch>*).
 DNF_MODULE = "nvidia-driver"
 DNF_MODULE_STREAM = {"open": "{branch}-open", "proprietary": "{branch}-dkms"}
 DNF_MODULE_NEWEST = {"open": "open-dkms", "proprietary": "latest-dkms"}
@@ -499,12 +498,12 @@ def plan(
                 f"{n}={branch}.*" if n.startswith(("nvidia-", "firmware-nvidia")) else n for n in result["packages"]
             ]
     elif source == "auto" and manager == "apt":
-        scheme: Dict[str, Any] = since(CUDA_APT, branch) if branch else {**CUDA_NEWEST, "pinning": None}
+        scheme: Dict[str, Any] = since(CUDA_APT, branch)  # no branch: the newest scheme's metapackage, unpinned
         result["packages"] = [str(scheme[modules]).format(**fill)]
-        if scheme["pinning"]:
+        if branch and scheme["pinning"]:
             result["pinning"] = [scheme["pinning"].format(**fill)]
     elif source == "auto":
-        result["packages"] = [CUDA_DNF[modules]]
+        result["packages"] = [CUDA_METAPACKAGES[modules]]
     result["dkms"] = not result["signed_modules"]
 
     # Kernel headers (DKMS builds against them; the metapackage brings them for future kernels).
