@@ -251,7 +251,8 @@ def _mok_enrolled() -> bool:
 
 
 def _probes(module: AnsibleModule, facts: dict) -> dict:
-    """What the plan asks of the package manager: Ubuntu's kernel metapackage, and the branches its archive offers."""
+    """What the plan asks of the package manager: dnf's versionlock list (RHEL family); Ubuntu's kernel metapackage
+    and the branches its archive offers."""
     osf = facts.get("os") or {}
     if osf.get("family") == "redhat" and module.params["source"] == "auto" and not module.params["after_install"]:
         try:
