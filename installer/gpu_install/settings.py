@@ -154,6 +154,8 @@ _URLS = {"nvidia_driver_runfile_url": ("http", "https", "file")}
 def _check(name: str, value: Any) -> list[str]:
     import re
 
+    if name == "gpu_install_container_engines":
+        return _engines_check(value)
     if name == "gpu_install_serial":
         items = value if isinstance(value, list) else [value]
         good = 0 < len(items) <= _SERIAL_ITEMS and all(
@@ -183,6 +185,18 @@ def _check(name: str, value: Any) -> list[str]:
     elif name == "gpu_install_proxy":
         problems += _module_check(lambda repos: repos.check_proxy(value, name))
     return problems
+
+
+def _engines_check(value: Any) -> list[str]:
+    """The engines setting as module_utils/engines.py reads it (auto, or a list of known engines)."""
+    from .collection import module_utils
+
+    engines = module_utils("engines")
+    try:
+        engines.check(value)
+    except engines.EngineError as exc:
+        return [str(exc.reason).rstrip(".")]
+    return []
 
 
 def _module_check(check: Any) -> list[str]:

@@ -41,6 +41,7 @@ ROW_KEYS = (
     "reason",
     "os",
     "docker",
+    "engines",
     "driver_version",
     "toolkit_version",
     "gpus",
@@ -73,6 +74,15 @@ def host_facts(facts: Any) -> Dict[str, Any]:
     docker_row = None
     if docker.get("flavour"):
         docker_row = {"flavour": _text(docker.get("flavour")), "version": _text(docker.get("version"))}
+    engines = []
+    versions = {
+        "docker": docker.get("version"),
+        "containerd": _dict(facts.get("containerd")).get("version"),
+        "podman": _dict(facts.get("podman")).get("version"),
+    }
+    for name in facts.get("engines") or []:
+        if isinstance(name, str):
+            engines.append({"name": name, "version": _text(versions.get(name))})
     driver_version = _text(driver.get("version")) or _text(_dict(driver.get("package")).get("version"))
     gpus = []
     for gpu in facts.get("gpus") or []:
@@ -81,6 +91,7 @@ def host_facts(facts: Any) -> Dict[str, Any]:
     return {
         "os": os_row,
         "docker": docker_row,
+        "engines": engines,
         "driver_version": driver_version,
         "toolkit_version": _text(toolkit.get("version")),
         "gpus": gpus,
@@ -146,13 +157,16 @@ def host_row(host: str, record: Dict[str, Any], changed: Optional[int]) -> Dict[
     row = {key: record.get(key) for key in ROW_KEYS}
     row.update(host=str(host), status=status, changed=changed)
     row["gpus"] = list(record.get("gpus") or [])
+    row["engines"] = list(record.get("engines") or [])
     row["reboot_required"] = bool(record.get("reboot_required"))
     return row
 
 
 def _empty_row(host: str, exit_code: Optional[int], reason: str, changed: Optional[int]) -> Dict[str, Any]:
     row: Dict[str, Any] = {key: None for key in ROW_KEYS}
-    row.update(host=str(host), status="unreachable", exit_code=exit_code, reason=reason, gpus=[], changed=changed)
+    row.update(
+        host=str(host), status="unreachable", exit_code=exit_code, reason=reason, gpus=[], engines=[], changed=changed
+    )
     row["reboot_required"] = False
     return row
 
@@ -256,6 +270,15 @@ def _docker(row: Dict[str, Any]) -> Any:
     return " ".join(x for x in (docker.get("flavour"), docker.get("version")) if x) or None
 
 
+def _engines(row: Dict[str, Any]) -> Any:
+    """The engines configured, e.g. "docker 26.1.5, containerd 1.7.24"."""
+    names = []
+    for engine in row.get("engines") or []:
+        if isinstance(engine, dict) and engine.get("name"):
+            names.append(" ".join(str(x) for x in (engine.get("name"), engine.get("version")) if x))
+    return ", ".join(names) or None
+
+
 def _gpus(row: Dict[str, Any]) -> str:
     """GPUs counted by model, their UUIDs folded away (a host may have eight)."""
     gpus = [g for g in row.get("gpus") or [] if isinstance(g, dict)]
@@ -347,7 +370,7 @@ def render_html(
     # What an operator scans for comes first (state, verify, reboot, versions); the long texts (OS name, reason)
     # last, and a narrow window scrolls the table, not the page.
     headers = ("host", "status", "exit", "verify", "reboot", "changed", "driver", "toolkit", "GPUs", "Docker",
-               "OS", "reason")  # fmt: skip
+               "engines", "OS", "reason")  # fmt: skip
     parts.append(
         '<div class="scroll"><table><thead><tr>{}</tr></thead><tbody>'.format("".join(f"<th>{h}</th>" for h in headers))
     )
@@ -366,6 +389,7 @@ def render_html(
             f'<td class="nw">{_cell(row.get("toolkit_version"))}</td>',
             f'<td class="gpus">{_gpus(row)}</td>',
             f'<td class="nw">{_cell(_docker(row))}</td>',
+            f"<td>{_cell(_engines(row))}</td>",
             f'<td class="os">{_cell(_os(row))}</td>',
             f'<td class="reason">{_cell(row.get("reason"))}</td>',
         ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import engines, errors
 
 # typing is for the type checker only (mypy reads any TYPE_CHECKING name as true): importing it costs
 # `gpu-install detect` a few milliseconds at every start (bench/detect). Annotations are strings here.
@@ -1260,6 +1260,241 @@ def detect_persistenced(host: Host, packages: Packages) -> Facts:
 
 
 # ---------------------------------------------------------------------------
+# containerd, kubelet, Podman (docs/engines.md "Facts and their sources")
+# ---------------------------------------------------------------------------
+# containerd packages, in order of preference: Debian/Ubuntu's, Docker's repository's.
+CONTAINERD_PACKAGES: Tuple[str, ...] = ("containerd", "containerd.io")
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
+CONTAINERD_UNIT = "containerd.service"
+# disabled_plugins names that turn the CRI plugin off, by (containerd major, config version). containerd matches a
+# version 1 file's list against plugin ids ("cri") and a version 2/3 file's against plugin URIs (containerd
+# services/server/config/config.go, V1DisabledFilter / V2DisabledFilter). None: containerd's version unknown.
+CRI_DISABLED_BY: Dict[Tuple[Optional[int], int], Tuple[str, ...]] = {
+    (1, 1): ("cri",),
+    (1, 2): ("io.containerd.grpc.v1.cri",),
+    (2, 1): ("cri", "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"),
+    (2, 2): ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"),
+    (2, 3): ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"),
+    (None, 1): ("cri",),
+    (None, 2): ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"),
+    (None, 3): ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"),
+}
+# kubelet: binaries and units that say one is installed; where its runtime endpoint is set (flags win over the
+# config file, as the kubelet documents); the endpoint it takes when none is set (Kubernetes
+# pkg/kubelet/apis/config/v1beta1/defaults.go).
+KUBELET_BINARIES: Tuple[str, ...] = ("/usr/bin/kubelet", "/usr/local/bin/kubelet", "/opt/bin/kubelet")
+UNIT_DIRS: Tuple[str, ...] = (
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+)
+KUBELET_UNIT = "kubelet.service"
+KUBELET_FLAG_FILES: Tuple[str, ...] = (
+    "/var/lib/kubelet/kubeadm-flags.env",
+    "/etc/default/kubelet",
+    "/etc/sysconfig/kubelet",
+)
+KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
+KUBELET_DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
+PODMAN_PACKAGE = "podman"
+PODMAN_CDI_MIN = (4, 1)
+ENGINE_BINARY_DIRS: Tuple[str, ...] = STATIC_DOCKERD_DIRS
+_ENGINE_VERSION_RE = re.compile(rb"\bv?(\d+\.\d+(?:\.\d+)*)")
+_TOML_VERSION_RE = re.compile(r"^[ \t]*version[ \t]*=[ \t]*(\d+)[ \t]*(?:#.*)?$", re.M)
+_TOML_TABLE_RE = re.compile(r"^[ \t]*\[", re.M)
+_TOML_DISABLED_RE = re.compile(r"^[ \t]*disabled_plugins[ \t]*=[ \t]*\[([^\]]*)\]", re.M)
+_TOML_STRING_RE = re.compile(r"\"([^\"\\]*)\"|'([^']*)'")
+_ENDPOINT_FLAG_RE = re.compile(r"--container-runtime-endpoint(?:=|\s+)[\"']?([^\s\"']+)")
+_CONFIG_FLAG_RE = re.compile(r"--config(?:=|\s+)[\"']?([^\s\"']+)")
+_YAML_ENDPOINT_RE = re.compile(r"^containerRuntimeEndpoint:[ \t]*[\"']?([^\"'\s#]+)", re.M)
+
+
+def _engine_binary(host: Host, name: str) -> str | None:
+    """An engine's binary in the usual directories, or (live hosts) on PATH."""
+    dirs = list(ENGINE_BINARY_DIRS)
+    if host.live:
+        dirs += [d for d in os.environ.get("PATH", "").split(os.pathsep) if d.startswith("/") and d not in dirs]
+    for directory in dirs:
+        path = directory.rstrip("/") + "/" + name
+        if host.isfile(path):
+            return path
+    return None
+
+
+def _binary_version(path: str) -> str | None:
+    """The first dotted version ``PATH --version`` prints (``podman version 5.4.2``, ``containerd ... v1.7.24``)."""
+    import subprocess
+
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = _ENGINE_VERSION_RE.search(out.split(b"\n", 1)[0][:512])
+    return match.group(1).decode("ascii") if match else None
+
+
+def _unit_active(host: Host, unit: str) -> bool | None:
+    """Whether a systemd unit is active (``systemctl is-active``); None without systemd or below a root."""
+    if not host.live or not host.isdir("/run/systemd/system"):
+        return None
+    import subprocess
+
+    try:
+        proc = subprocess.run(["systemctl", "is-active", unit], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() == b"active"
+
+
+def _toml_load(text: str) -> Tuple[Dict[str, Any] | None, str | None]:
+    """(document, None), or (None, why) when no TOML reader exists here or the text is not TOML."""
+    try:
+        import tomllib as toml  # Python >= 3.11
+    except ImportError:
+        try:
+            import tomli as toml
+        except ImportError:
+            return None, None
+    try:
+        return toml.loads(text), None
+    except Exception as exc:  # TOMLDecodeError, or a reader's own error on odd input
+        return None, _clean(str(exc), 160) or type(exc).__name__
+
+
+def _toml_fallback(text: str) -> Dict[str, Any]:
+    """``version`` and ``disabled_plugins`` by line patterns (no TOML reader, or a malformed file)."""
+    table = _TOML_TABLE_RE.search(text)
+    head = text[: table.start()] if table else text
+    doc: Dict[str, Any] = {}
+    match = _TOML_VERSION_RE.search(head)
+    if match:
+        doc["version"] = int(match.group(1))
+    match = _TOML_DISABLED_RE.search(head)
+    if match:
+        doc["disabled_plugins"] = [a or b for a, b in _TOML_STRING_RE.findall(match.group(1))]
+    return doc
+
+
+def _socket_path(endpoint: str) -> str:
+    """A runtime endpoint or socket address as a canonical path (``unix://`` dropped, /var/run is /run)."""
+    path = endpoint.strip()
+    if path.startswith("unix://"):
+        path = path[len("unix://") :]
+    path = os.path.normpath(path) if path.startswith("/") else path
+    if path.startswith("/var/run/"):
+        path = path[len("/var") :]
+    return path
+
+
+def _unit_texts(host: Host, unit: str) -> List[Tuple[str, str]]:
+    """(path, text) of a unit's files and drop-ins, in every unit directory."""
+    out: List[Tuple[str, str]] = []
+    for directory in UNIT_DIRS:
+        path = f"{directory}/{unit}"
+        text = host.read_text(path, 65536)
+        if text is not None:
+            out.append((path, text))
+        for name in host.listdir(f"{path}.d"):
+            if name.endswith(".conf"):
+                text = host.read_text(f"{path}.d/{name}", 65536)
+                if text is not None:
+                    out.append((f"{path}.d/{name}", text))
+    return out
+
+
+def detect_kubelet(host: Host) -> Facts:
+    """Whether a kubelet is installed, and the runtime endpoint it uses (and where that was read)."""
+    units = _unit_texts(host, KUBELET_UNIT)
+    binary = next((path for path in KUBELET_BINARIES if host.isfile(path)), None)
+    present = binary is not None or bool(units)
+    facts: Facts = {"present": present, "endpoint": None, "endpoint_source": None}
+    if not present:
+        return facts
+    texts = [(path, host.read_text(path, 65536)) for path in KUBELET_FLAG_FILES] + units
+    config = KUBELET_CONFIG
+    for path, text in texts:
+        for line in (text or "").splitlines():
+            if line.lstrip().startswith("#"):
+                continue
+            match = _ENDPOINT_FLAG_RE.search(line)
+            if match and facts["endpoint"] is None:
+                facts.update(endpoint=match.group(1), endpoint_source=path)
+            match = _CONFIG_FLAG_RE.search(line)
+            if match and match.group(1).startswith("/"):
+                config = match.group(1)
+    if facts["endpoint"] is None:
+        match = _YAML_ENDPOINT_RE.search(host.read_text(config, 262144) or "")
+        if match:
+            facts.update(endpoint=match.group(1), endpoint_source=config)
+    if facts["endpoint"] is None:
+        facts.update(endpoint=KUBELET_DEFAULT_ENDPOINT, endpoint_source="default")
+    return facts
+
+
+def detect_containerd(host: Host, packages: Packages, kubelet: Facts) -> Facts:
+    pkg = next((packages[name] for name in CONTAINERD_PACKAGES if packages.get(name)), None)
+    binary = None if pkg else _engine_binary(host, "containerd")
+    version = _upstream(pkg.get("version")) if pkg else None
+    if binary is not None and host.live:
+        version = _binary_version(binary)
+    present = pkg is not None or binary is not None
+    text = host.read_text(CONTAINERD_CONFIG, _LARGE)
+    doc: Dict[str, Any] | None = None
+    config_error: str | None = None
+    if text is not None:
+        doc, config_error = _toml_load(text)
+        if doc is None:
+            doc = _toml_fallback(text)
+    config_version: int | None = None
+    disabled: List[str] = []
+    socket = CONTAINERD_SOCKET
+    if doc is not None:
+        raw = doc.get("version", 1)
+        config_version = raw if isinstance(raw, int) and not isinstance(raw, bool) else 1
+        listed = doc.get("disabled_plugins")
+        disabled = [str(p) for p in listed] if isinstance(listed, list) else []
+        grpc = doc.get("grpc")
+        address = grpc.get("address") if isinstance(grpc, dict) else None
+        if isinstance(address, str) and address.startswith("/"):
+            socket = _socket_path(address)
+    major = _version_tuple(version)[:1]
+    key = (major[0] if major and major[0] in (1, 2) else None, config_version or 1)
+    off_names = CRI_DISABLED_BY.get(key, CRI_DISABLED_BY[(None, 2)])
+    cri = present and not any(name in off_names for name in disabled)
+    uses = bool(kubelet.get("present")) and _socket_path(str(kubelet.get("endpoint") or "")) == socket
+    return {
+        "present": present,
+        "package": pkg["name"] if pkg else None,
+        "version": version,
+        "config_path": CONTAINERD_CONFIG,
+        "config_exists": text is not None,
+        "config_version": config_version,
+        "config_error": config_error,
+        "disabled_plugins": disabled,
+        "cri_enabled": cri,
+        "kubelet": present and uses,
+        "socket": socket,
+        "active": _unit_active(host, CONTAINERD_UNIT) if present else None,
+    }
+
+
+def detect_podman(host: Host, packages: Packages) -> Facts:
+    pkg = packages.get(PODMAN_PACKAGE)
+    binary = None if pkg else _engine_binary(host, "podman")
+    version = _upstream(pkg.get("version")) if pkg else None
+    if binary is not None and host.live:
+        version = _binary_version(binary)
+    present = pkg is not None or binary is not None
+    return {
+        "present": present,
+        "version": version,
+        "cdi": present and bool(version) and _version_tuple(version) >= PODMAN_CDI_MIN,
+    }
+
+
+# ---------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------
 def _guarded(section: str, problems: List[Dict[str, Any]], fn: Callable[[], Any], fallback: Any) -> Any:
@@ -1298,6 +1533,9 @@ def detect(root: str | None = None) -> Facts:
     toolkit = _guarded("the container toolkit", internal, lambda: detect_toolkit(packages), {})
     persistenced = _guarded("nvidia-persistenced", internal, lambda: detect_persistenced(host, packages), {})
     systemd = _guarded("systemd", internal, lambda: host.isdir("/run/systemd/system"), False)
+    kubelet = _guarded("the kubelet", internal, lambda: detect_kubelet(host), {"present": False})
+    containerd = _guarded("containerd", internal, lambda: detect_containerd(host, packages, kubelet), {})
+    podman = _guarded("Podman", internal, lambda: detect_podman(host, packages), {})
 
     if tegra:
         found.append(
@@ -1326,7 +1564,7 @@ def detect(root: str | None = None) -> Facts:
     found += os_problems + pkg_problems + docker_problems + gpu_problems + driver_problems + internal
     order = list(PROBLEMS)
     problems = sorted(found, key=lambda p: order.index(p["code"]))
-    return {
+    facts = {
         "schema": SCHEMA,
         "supported": not any(p["refuses"] for p in problems),
         "problems": problems,
@@ -1343,8 +1581,15 @@ def detect(root: str | None = None) -> Facts:
         "container_toolkit": toolkit,
         "persistenced": persistenced,
         "systemd": systemd,
+        "containerd": containerd,
+        "podman": podman,
+        "kubelet": kubelet,
+        "engines": [],
         "root": host.root,
     }
+    # The engines `auto` takes; gpu_facts resolves the user's setting again (engines.apply).
+    _guarded("the container engines", problems, lambda: engines.apply(facts, engines.AUTO), [])
+    return facts
 
 
 def refusal(facts: Facts) -> Tuple[int, str] | None:

@@ -11,11 +11,15 @@ module: gpu_facts
 short_description: Detect what gpu-install needs to know about a host
 version_added: 0.1.0
 description:
-  - Reads the distribution, CPU architecture, Docker flavour and version, NVIDIA GPUs and NVSwitches,
-    the loaded NVIDIA driver, nouveau, Secure Boot, Tegra, WSL, the kernel and its headers, the
+  - Reads the distribution, CPU architecture, Docker flavour and version, containerd (package, version,
+    config.toml version, CRI plugin, whether a kubelet uses it), Podman, the kubelet, NVIDIA GPUs and
+    NVSwitches, the loaded NVIDIA driver, nouveau, Secure Boot, Tegra, WSL, the kernel and its headers, the
     NVIDIA Container Toolkit and nvidia-persistenced.
-  - Reads files only (os-release, the dpkg status file, the rpm database, sysfs, /proc); on a host
-    whose rpm database is not sqlite it runs C(rpm -qa). It never changes anything.
+  - Resolves O(container_engines) into C(engines), the container engines the roles configure.
+  - Reads files only (os-release, the dpkg status file, the rpm database, sysfs, /proc, containerd's
+    config.toml, the kubelet's flags and config); on a host whose rpm database is not sqlite it runs
+    C(rpm -qa), C(systemctl is-active containerd) where containerd is installed and systemd runs, and
+    C(containerd --version) or C(podman --version) only for binaries no package owns. It never changes anything.
   - Every fact is returned under C(ansible_facts.gpu_install) and under C(gpu_install_facts).
   - The problems found are listed in C(problems); those with C(refuses=true) make gpu-install refuse
     the host (exit code 3). docs/detect.md lists every problem code.
@@ -34,6 +38,16 @@ options:
         one-sentence reason. The facts are returned all the same.
     type: bool
     default: false
+  container_engines:
+    description:
+      - V(auto), or a list of the engines to configure (V(docker), V(containerd), V(podman)); a single name
+        counts as a list of one.
+      - V(auto) takes Docker when present, containerd when a kubelet uses it or when its CRI plugin is on and
+        no Docker is present, Podman when present, and Docker (installed as before) when that leaves nothing.
+      - An unknown engine or an empty list fails with exit code 4; a listed containerd or Podman that is not
+        installed fails with exit code 3 (gpu-install never installs them); a listed Docker is installed.
+    type: raw
+    default: auto
 attributes:
   check_mode:
     support: full
@@ -59,6 +73,11 @@ EXAMPLES = r"""
 - name: Show the GPUs found
   ansible.builtin.debug:
     msg: "{{ ansible_facts.gpu_install.gpus | map(attribute='name') | list }}"
+
+- name: Detect the host for a Kubernetes node's containerd and Podman
+  gpu_install.nvidia.gpu_facts:
+    container_engines: [containerd, podman]
+    fail_on_refusal: true
 
 - name: Detect a mounted image
   gpu_install.nvidia.gpu_facts:
@@ -133,8 +152,36 @@ gpu_install_facts:
     persistenced:
       description: C(installed), C(version), C(enabled) and C(running) of nvidia-persistenced.
       type: dict
+    containerd:
+      description: >-
+        C(present), C(package) (containerd, containerd.io or null), C(version) (upstream), C(config_path),
+        C(config_exists), C(config_version) (the file's C(version); 1 for a file without one; null without a
+        file), C(config_error) (why the file is not valid TOML, else null), C(disabled_plugins),
+        C(cri_enabled), C(kubelet) (a kubelet on this host uses this containerd), C(socket) and C(active)
+        (the systemd unit is active; null without systemd).
+      type: dict
+      sample: {"present": true, "package": "containerd", "version": "1.7.24", "config_path":
+               "/etc/containerd/config.toml", "config_exists": true, "config_version": 2, "config_error": null,
+               "disabled_plugins": [], "cri_enabled": true, "kubelet": false,
+               "socket": "/run/containerd/containerd.sock", "active": true}
+    podman:
+      description: C(present), C(version) and C(cdi) (Podman 4.1 or newer, which reads CDI specs).
+      type: dict
+      sample: {"present": true, "version": "5.4.2", "cdi": true}
+    kubelet:
+      description: >-
+        C(present) (a kubelet binary or unit), C(endpoint) (its container runtime endpoint) and
+        C(endpoint_source) (the file it was read from, or V(default)).
+      type: dict
+    engines:
+      description: The container engines the roles configure, resolved from O(container_engines).
+      type: list
+      elements: str
+      sample: ["docker", "containerd"]
 gpu_install_error:
-  description: With O(fail_on_refusal=true) and a refusing problem, the exit code 3 and the reason.
+  description: >-
+    With O(fail_on_refusal=true) and a refusing problem, the exit code 3 and the reason; for a refused
+    O(container_engines), exit code 4 (invalid) or 3 (an engine the host lacks) and the reason.
   returned: failure
   type: dict
   sample: {"code": 3, "reason": "Fedora Linux 40 is not supported: ..."}
@@ -142,7 +189,7 @@ gpu_install_error:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import engines, errors
 from ansible_collections.gpu_install.nvidia.plugins.module_utils.gpu_detect import detect, refusal
 
 
@@ -151,11 +198,16 @@ def main() -> None:
         argument_spec={
             "root": {"type": "path", "required": False, "default": None},
             "fail_on_refusal": {"type": "bool", "default": False},
+            "container_engines": {"type": "raw", "default": engines.AUTO},
         },
         supports_check_mode=True,
     )
     facts = detect(module.params["root"])
     payload = {"ansible_facts": {"gpu_install": facts}, "gpu_install_facts": facts}
+    try:
+        engines.apply(facts, module.params["container_engines"])
+    except engines.EngineError as exc:
+        module.fail_json(msg=exc.reason, gpu_install_error=errors.error_record(exc.code, exc.reason), **payload)
     refused = refusal(facts)
     if module.params["fail_on_refusal"] and refused is not None:
         code, reason = refused

@@ -49,6 +49,6 @@ def test_module_does_not_fail_on_refusal_by_default(tmp_path):
 
 def test_ansible_doc_renders_the_module():
     doc = ansible_doc("gpu_facts")["doc"]
-    assert set(doc["options"]) == {"root", "fail_on_refusal"}
+    assert set(doc["options"]) == {"root", "fail_on_refusal", "container_engines"}
     assert doc["attributes"]["check_mode"]["support"] == "full"
     assert doc["attributes"]["diff_mode"]["support"] == "none"

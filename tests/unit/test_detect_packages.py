@@ -120,10 +120,15 @@ def test_docker_older_than_1_12_is_refused(tmp_path):
     assert reason.startswith("Docker 1.11.2 (docker-engine 1.11.2-0~xenial) is older than 1.12")
 
 
-def test_podman_docker_shim_alone_is_refused(tmp_path):
+def test_podman_docker_shim_alone_is_refused_where_docker_is_wanted(tmp_path):
     facts = gpu_detect.detect(str(dpkg_tree(tmp_path, "podman-docker-alone")))
     assert facts["docker"]["podman_shim"] is True
     assert facts["docker"]["flavour"] is None
+    # auto takes the Podman the shim stands for: Docker is not installed, so the shim refuses nothing.
+    assert facts["engines"] == ["podman"]
+    assert gpu_detect.refusal(facts) is None
+    facts = gpu_detect.detect(str(dpkg_tree(tmp_path / "again", "podman-docker-alone")))
+    module_utils("engines").apply(facts, ["docker"])
     code, reason = gpu_detect.refusal(facts)
     assert code == 3
     assert reason.startswith("Found podman's docker shim (podman-docker 4.9.3+ds1-1ubuntu0.2), not Docker")

@@ -32,6 +32,9 @@ FACTS = {
     },
     "driver": {"loaded": True, "version": "535.261.03", "flavour": "proprietary", "package": None},
     "container_toolkit": {"installed": True, "version": "1.17.8", "package": {"name": "nvidia-container-toolkit"}},
+    "containerd": {"present": True, "package": "containerd", "version": "1.6.20", "cri_enabled": True, "kubelet": True},
+    "podman": {"present": False, "version": None, "cdi": False},
+    "engines": ["docker", "containerd"],
     "gpus": [
         {
             "pci_address": "0000:00:06.0",
@@ -55,6 +58,7 @@ def test_a_converged_host_records_its_facts_and_a_passed_verify():
         "reason": None,
         "os": {"name": "Debian GNU/Linux 12 (bookworm)", "id": "debian", "version": "12"},
         "docker": {"flavour": "docker.io", "version": "20.10.24"},
+        "engines": [{"name": "docker", "version": "20.10.24"}, {"name": "containerd", "version": "1.6.20"}],
         "driver_version": "535.261.03",
         "toolkit_version": "1.17.8",
         "gpus": [{"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-d797d853-7e5b-0993-a5ec-b02ca97045ca"}],
