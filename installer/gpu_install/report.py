@@ -37,6 +37,10 @@ def print_facts(facts: dict[str, Any]) -> None:
         if flavour
         else "not installed",
     )
+    lines = engine_summaries(facts)
+    for name, label in (("containerd", "containerd"), ("podman", "Podman"), ("kubelet", "kubelet")):
+        table.add_row(label, lines.get(name, "not installed"))
+    table.add_row("Engines", f"{_engines_text(facts)} (auto's choice; gpu_install_container_engines decides)")
     gpus = facts.get("gpus") or []
     if gpus:
         for i, gpu in enumerate(gpus):
@@ -61,6 +65,34 @@ def print_facts(facts: dict[str, Any]) -> None:
     con.print("[green]supported[/green]" if facts.get("supported") else "[red]not supported[/red]")
 
 
+def engine_summaries(facts: dict[str, Any]) -> dict[str, str]:
+    """One line per engine found (and the kubelet), as module_utils/engines.py words them."""
+    from .collection import module_utils
+
+    return dict(module_utils("engines").summaries(facts))
+
+
+def _engines_text(facts: dict[str, Any]) -> str:
+    """The engines gpu-install configures, e.g. "docker (to install), podman"."""
+    from .collection import module_utils
+
+    return str(module_utils("engines").engines_line(facts))
+
+
+def engine_changes(facts: dict[str, Any], changes: list[Any]) -> list[tuple[str, str, list[Any]]]:
+    """(engine, its summary or "to install", the changes of the role that configures it) per engine configured."""
+    from .collection import module_utils
+
+    engines = module_utils("engines")
+    summaries = engines.summaries(facts)
+    out = []
+    for name in facts.get("engines") or []:
+        role = engines.ROLE_OF.get(name)
+        mine = [c for c in changes if getattr(c, "role", None) == role or getattr(c, "role", "").endswith(f".{role}")]
+        out.append((str(name), summaries.get(name, "not installed yet: gpu-install installs it"), mine))
+    return out
+
+
 def host_line(facts: dict[str, Any]) -> str:
     """One line about the host a plan or run was computed for."""
     if not facts:
@@ -72,7 +104,10 @@ def host_line(facts: dict[str, Any]) -> str:
     names = ", ".join(str(g.get("name") or g.get("device_id") or "NVIDIA GPU") for g in gpus) or "none"
     dock = f"{docker.get('flavour')} {_fmt(docker.get('version'))}" if docker.get("flavour") else "not installed"
     drv = f"{driver.get('version')}" if driver.get("loaded") else "not loaded"
-    return (
+    line = (
         f"Host: {_fmt(osf.get('name') or osf.get('id'))} ({_fmt(osf.get('arch'))}) · Docker: {dock} · "
         f"GPUs: {names} · driver: {drv}"
     )
+    if facts.get("engines"):
+        line += f" · engines: {_engines_text(facts)}"
+    return line

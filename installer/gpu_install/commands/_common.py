@@ -62,6 +62,13 @@ def result_json(result: RunResult, extra: dict[str, Any] | None = None) -> dict[
     }
     if result.fast_path:
         out["fast_path"] = result.fast_path
+    if result.facts.get("engines"):
+        from ..report import engine_changes
+
+        out["engines"] = [
+            {"name": name, "summary": summary, "changes": len(changes)}
+            for name, summary, changes in engine_changes(result.facts, result.changes)
+        ]
     err = result.error()
     if err is not None:
         out["error"] = {"code": err.code, "reason": err.reason}
@@ -95,6 +102,21 @@ def print_fast_path(result: RunResult) -> None:
     else:
         line = "Full run: " + "; ".join(fast["drift"]) + "."
     console().print(line, markup=False)
+
+
+def print_engines(result: RunResult, heading: str) -> None:
+    """The engines the run configures, each with what it found and how many of the run's changes are its own."""
+    from ..output import console
+    from ..report import engine_changes
+
+    rows = engine_changes(result.facts, result.changes) if result.facts else []
+    if not rows:
+        return
+    con = console()
+    con.print(f"{heading} engines: {', '.join(name for name, _, _ in rows)}", markup=False)
+    for name, summary, changes in rows:
+        what = f"{len(changes)} change(s)" if changes else "no change"
+        con.print(f"  - {name}: {summary}; {what}", markup=False)
 
 
 def print_changes(result: RunResult, heading: str) -> None:

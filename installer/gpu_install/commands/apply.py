@@ -10,7 +10,7 @@ from ..collection import FQCN
 from ..errors import GpuInstallError, codes
 from ..output import console, emit_json
 from ..progress import Progress, expected_tasks, remember_tasks
-from ._common import print_changes, print_fast_path, require_root, result_json, run_lock, run_settings
+from ._common import print_changes, print_engines, print_fast_path, require_root, result_json, run_lock, run_settings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
                 plan = engine.run_playbook(playbook, values, check=True, progress=prog)
             err = plan.error()
             print_fast_path(plan)
+            print_engines(plan, "Plan:")
             print_changes(plan, "Plan")
             if err is not None:
                 raise err
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         emit_json(result_json(result, {"error": err.record()} if err else None))
     else:
         print_fast_path(result)
+        print_engines(result, "Configured")
         print_changes(result, "Applied")
         con = console()
         con.print(

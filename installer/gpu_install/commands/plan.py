@@ -8,7 +8,7 @@ from .. import engine
 from ..collection import FQCN
 from ..output import emit_json
 from ..progress import Progress, expected_tasks
-from ._common import print_changes, print_fast_path, result_json, run_settings
+from ._common import print_changes, print_engines, print_fast_path, result_json, run_settings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
         con = console()
         con.print(host_line(result.facts), markup=False)
         print_fast_path(result)
+        print_engines(result, "Plan:")
         print_changes(result, "Plan")
         if result.blockers and not result.failures:
             con.print("Apply would stop before changing anything:")
