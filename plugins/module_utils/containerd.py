@@ -1,0 +1,1051 @@
+# Copyright: gpu-install contributors
+# Apache License 2.0
+"""containerd's CRI configuration for NVIDIA's runtime and CDI: one implementation, stdlib only.
+
+Imported by the ``gpu_install.nvidia.containerd_config`` module on managed hosts (Python >= 3.8) and by the
+CLI.  The user's config.toml changes by one line at most (its top-level ``imports`` gains the drop-in
+directory's glob, as NVIDIA's ``nvidia-ctk runtime configure`` does); everything gpu-install sets lives in a
+drop-in file it owns.  Layers, each usable on its own:
+
+* ``loads(data, path)``: the TOML document (tomllib, else tomli, else a refusal naming python3-tomli), with
+  line and column in every refusal.
+* ``release(version)``: what the installed containerd does, from a table (config version it speaks, how it
+  merges imported files, CDI).  ``schema(config_version)``: where the CRI keys live in a config of that version.
+* ``add_import(text, glob)``: the config.toml text with the glob added to ``imports`` (one line added or
+  changed; comments, order, spacing and line endings kept byte for byte).
+* ``dumps(doc)``: a small TOML emitter for the drop-in.
+* ``plan(...)``/``configure(...)``: read, decide, back up, write atomically, validate with
+  ``containerd config dump``, restart and wait, roll back.  Failures are ``ContainerdError`` with the exit code
+  and one sentence.
+
+Facts and their sources: docs/containerd.md.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
+from ansible_collections.gpu_install.nvidia.plugins.module_utils.daemon_json import FIX_IT, backup_name
+from ansible_collections.gpu_install.nvidia.plugins.module_utils.docker_service import systemd_running
+from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import write_atomic
+
+DEFAULT_PATH = "/etc/containerd/config.toml"
+DEFAULT_DROP_IN = "/etc/containerd/conf.d/99-gpu-install.toml"
+DEFAULT_SOCKET = "/run/containerd/containerd.sock"
+SERVICE = "containerd"
+# NVIDIA's package path of the runtime, used when it is not on PATH (nvidia-container-toolkit 1.20.0,
+# cmd/nvidia-ctk/runtime/configure/configure.go: defaultNVIDIARuntimeExpecutablePath).
+NVIDIA_RUNTIME_PATH = "/usr/bin/nvidia-container-runtime"
+# containerd's default CDI spec directories (containerd 1.7 and 2.1 `config dump`), where gpu-install's spec is.
+CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
+# containerd's default runtime when default_runtime_name is unset (its `config dump` shows "runc").
+STOCK_RUNTIME = "runc"
+# The runtime type NVIDIA's entry gets when no runtime of the user's can be copied (toolkit 1.20.0,
+# pkg/config/engine/containerd/config.go, GetDefaultRuntimeOptions; RuntimeType io.containerd.runc.v2).
+RUNC_V2 = "io.containerd.runc.v2"
+# Runtimes whose entry NVIDIA copies for its own, in order after the default one (toolkit 1.20.0,
+# pkg/config/engine/engine.go GetLowLevelRuntimes: the default runtime unless it is nvidia*, then runc, crun).
+TEMPLATE_RUNTIMES = ("runc", "crun")
+MODES = ("runtime", "cdi")
+# disabled_plugins entries that turn the CRI plugin off (v1 ids, v2 and v3 URIs).
+CRI_PLUGIN_IDS = ("cri", "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime")
+
+
+class Schema(NamedTuple):
+    """Where a config of one version keeps the keys gpu-install sets (paths below plugins.<plugin>)."""
+
+    plugin: str
+    runtimes: Tuple[str, ...]
+    default_runtime_name: Tuple[str, ...]
+    enable_cdi: Tuple[str, ...]
+    cdi_spec_dirs: Tuple[str, ...]
+
+
+# config version -> CRI plugin id and key paths (toolkit 1.20.0 pkg/config/engine/containerd/containerd.go;
+# containerd docs/cri/config.md for v2 and v3).  A file without `version` is version 1.
+SCHEMAS: Dict[int, Schema] = {
+    1: Schema("cri", ("containerd", "runtimes"), ("containerd", "default_runtime_name"), ("enable_cdi",),
+              ("cdi_spec_dirs",)),
+    2: Schema("io.containerd.grpc.v1.cri", ("containerd", "runtimes"), ("containerd", "default_runtime_name"),
+              ("enable_cdi",), ("cdi_spec_dirs",)),
+    3: Schema("io.containerd.cri.v1.runtime", ("containerd", "runtimes"), ("containerd", "default_runtime_name"),
+              ("enable_cdi",), ("cdi_spec_dirs",)),
+}  # fmt: skip
+
+
+class Release(NamedTuple):
+    """What a containerd release does with its configuration."""
+
+    since: Tuple[int, int]
+    config_version: int  # the version it speaks (`containerd config default`, and what `config dump` prints)
+    replaces_sections: bool  # an imported file's plugin section replaces the section whole (1.x), else deep merge
+    cdi: bool  # the CRI plugin reads CDI specs (enable_cdi exists)
+    cdi_default: bool  # enable_cdi is on when unset
+
+
+# Newest first.  Evidence (the real binaries, tests/integration/test_containerd_merge.py) in docs/containerd.md.
+RELEASES: Tuple[Release, ...] = (
+    Release((2, 0), 3, False, True, True),
+    Release((1, 7), 2, True, True, False),
+    Release((1, 6), 2, True, False, False),
+)
+
+Doc = Dict[str, Any]
+Runner = Callable[[Sequence[str], float], Tuple[int, str, str]]
+
+
+class ContainerdError(errors.Failure):
+    """A containerd configuration refusal, write failure or failed restart."""
+
+
+# ---------------------------------------------------------------------------
+# Reading TOML
+# ---------------------------------------------------------------------------
+def _toml() -> Any:
+    try:
+        import tomllib  # type: ignore[import-not-found,unused-ignore]
+
+        return tomllib
+    except ImportError:
+        pass
+    try:
+        import tomli  # type: ignore[import-not-found,unused-ignore]
+
+        return tomli
+    except ImportError:
+        raise ContainerdError(
+            errors.UNSUPPORTED,
+            "Reading containerd's TOML configuration needs Python 3.11 or the python3-tomli package on this host; "
+            "install python3-tomli, then run again.",
+        ) from None
+
+
+_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+
+
+def refusal(path: str, what: str, line: int, col: int) -> ContainerdError:
+    return ContainerdError(
+        errors.INVALID_INPUT, f"{path} cannot be merged: {what} at line {line}, column {col}; {FIX_IT}."
+    )
+
+
+def _line_col(text: str, offset: int) -> Tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def decode(data: bytes, path: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        head = data[: exc.start].decode("utf-8", "replace")
+        line, col = _line_col(head, len(head))
+        raise refusal(path, f"bytes that are not UTF-8 (0x{data[exc.start]:02x})", line, col) from None
+
+
+def loads(data: bytes, path: str) -> Doc:
+    """The TOML document in ``data``; malformed TOML is refused (code 4) naming the path, line and column."""
+    text = decode(data, path)
+    toml = _toml()
+    try:
+        doc = toml.loads(text)
+    except toml.TOMLDecodeError as exc:
+        msg = str(getattr(exc, "msg", "") or exc)
+        line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+        found = _AT.search(msg)
+        if found:
+            msg = msg[: found.start()]
+            line, col = int(found.group(1)), int(found.group(2))
+        elif line is None:
+            end = "(at end of document)"
+            msg = msg.replace(end, "").strip()
+            line, col = _line_col(text, len(text))
+        what = msg[:1].lower() + msg[1:] if msg else "malformed TOML"
+        raise refusal(path, what, int(line), int(col or 1)) from None
+    return dict(doc)
+
+
+def config_version(doc: Optional[Doc]) -> Optional[int]:
+    """The file's ``version``: 1 when the file has none, None when there is no file."""
+    if doc is None:
+        return None
+    value = doc.get("version", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# ---------------------------------------------------------------------------
+# Releases and versions
+# ---------------------------------------------------------------------------
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_version(output: str) -> Optional[Tuple[int, int, int]]:
+    """containerd's version from ``containerd --version`` ("containerd github.com/containerd/containerd 1.7.24~ds1
+    ...", "containerd containerd.io 1.7.27 05044ec...", "containerd github.com/containerd/containerd/v2 2.1.9")."""
+    for word in output.split()[1:]:
+        found = _VERSION.match(word)
+        if found:
+            return int(found.group(1)), int(found.group(2)), int(found.group(3) or 0)
+    return None
+
+
+def release(version: Tuple[int, ...]) -> Release:
+    """The row of RELEASES for a containerd version; older than 1.6 is refused (code 3)."""
+    for row in RELEASES:
+        if tuple(version[:2]) >= row.since:
+            return row
+    shown = ".".join(str(v) for v in version)
+    raise ContainerdError(
+        errors.UNSUPPORTED,
+        f"containerd {shown} is older than 1.6, the oldest containerd gpu-install configures; upgrade containerd, "
+        "or leave containerd out of gpu_install_container_engines.",
+    )
+
+
+def schema(version: int) -> Schema:
+    try:
+        return SCHEMAS[version]
+    except KeyError:
+        raise ContainerdError(
+            errors.UNSUPPORTED,
+            f"containerd configuration version {version} is not one gpu-install knows (1, 2, 3); "
+            "check the `version` line of the configuration.",
+        ) from None
+
+
+def drop_in_version(rel: Release, user_version: Optional[int]) -> int:
+    """The drop-in's ``version``: config.toml's, since containerd merges the files first and migrates the result
+    from the highest version among them (a version 3 import leaves a version 2 config.toml's CRI settings
+    unread on 2.1; a version 2 import under a version 1 config.toml is refused by 1.7: 'invalid plugin key URI
+    "cri"'). Without a config.toml, or under a version 1 one on containerd 2.x (which ignores its CRI settings
+    anyway), the version the installed containerd speaks."""
+    if user_version is None or (user_version == 1 and not rel.replaces_sections):
+        return rel.config_version
+    return user_version
+
+
+# ---------------------------------------------------------------------------
+# Dict paths
+# ---------------------------------------------------------------------------
+def get_path(doc: Any, path: Sequence[str]) -> Any:
+    for key in path:
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def set_path(doc: Doc, path: Sequence[str], value: Any) -> None:
+    for key in path[:-1]:
+        nxt = doc.get(key)
+        if not isinstance(nxt, dict):
+            nxt = doc[key] = {}
+        doc = nxt
+    doc[path[-1]] = value
+
+
+def deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [deep_copy(v) for v in value]
+    return value
+
+
+def deep_merge(dst: Doc, src: Doc) -> Doc:
+    """containerd 2.x's merge of an imported file: tables merge key by key, other values replace."""
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            deep_merge(dst[key], value)
+        else:
+            dst[key] = deep_copy(value)
+    return dst
+
+
+# ---------------------------------------------------------------------------
+# The top level of a TOML text: where keys and the first table header are
+# ---------------------------------------------------------------------------
+class TopKey(NamedTuple):
+    name: str
+    line_start: int
+    value_start: int
+    value_end: int  # after the value's last character (trailing spaces and comment excluded)
+    line_end: int  # after the line's newline (or len(text))
+
+
+def _skip_string(text: str, k: int) -> int:
+    """The offset after the string starting at k (basic, literal, or either multi-line form)."""
+    for quote in ('"""', "'''"):
+        if text.startswith(quote, k):
+            j = k + 3
+            while True:
+                j = text.find(quote, j)
+                if j < 0:
+                    return len(text)
+                if quote == '"""' and _escaped(text, j):
+                    j += 1
+                    continue
+                j += 3
+                while j < len(text) and text[j] == quote[0]:  # up to two quotes may close the content
+                    j += 1
+                return j
+    quote = text[k]
+    j = k + 1
+    while j < len(text):
+        c = text[j]
+        if c == "\\" and quote == '"':
+            j += 2
+            continue
+        if c in (quote, "\n"):
+            return j + 1
+        j += 1
+    return j
+
+
+def _escaped(text: str, j: int) -> bool:
+    n = 0
+    while j - 1 - n >= 0 and text[j - 1 - n] == "\\":
+        n += 1
+    return n % 2 == 1
+
+
+def _scan_value(text: str, k: int) -> Tuple[int, int]:
+    """(end of value, end of line) for a value starting at k: brackets and strings may span lines."""
+    depth = 0
+    last = k
+    n = len(text)
+    while k < n:
+        c = text[k]
+        if c in "\"'":
+            k = _skip_string(text, k)
+            last = k
+            continue
+        if c == "#":
+            nl = text.find("\n", k)
+            k = n if nl < 0 else nl
+            continue
+        if c == "\n":
+            if depth <= 0:
+                return last, k + 1
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+        if not c.isspace():
+            last = k + 1
+        k += 1
+    return last, n
+
+
+def _unquote(key: str) -> str:
+    key = key.strip()
+    if len(key) >= 2 and key[0] == key[-1] and key[0] in "\"'":
+        return key[1:-1]
+    return key
+
+
+def top_level(text: str) -> Tuple[List[TopKey], int]:
+    """The top-level keys of a TOML text and the offset of its first table header (len(text) if none)."""
+    keys: List[TopKey] = []
+    i, n = 0, len(text)
+    while i < n:
+        j = i
+        while j < n and text[j] in " \t":
+            j += 1
+        if j >= n:
+            break
+        c = text[j]
+        if c in "\r\n" or c == "#":
+            nl = text.find("\n", j)
+            i = n if nl < 0 else nl + 1
+            continue
+        if c == "[":
+            return keys, i
+        k = j
+        while k < n and text[k] != "=" and text[k] != "\n":
+            k = _skip_string(text, k) if text[k] in "\"'" else k + 1
+        if k >= n or text[k] != "=":  # not a key line (tomllib accepted the file, so this does not happen)
+            nl = text.find("\n", j)
+            i = n if nl < 0 else nl + 1
+            continue
+        end, line_end = _scan_value(text, k + 1)
+        keys.append(TopKey(_unquote(text[j:k]), i, k + 1, end, line_end))
+        i = line_end
+    return keys, n
+
+
+def _array_tail(text: str, start: int, end: int) -> int:
+    """For the array text[start:end] ('[' ... ']'): the offset of its last significant character before the
+    closing ']' (the '[' itself when the array is empty)."""
+    last = start
+    k = start + 1
+    close = end - 1
+    while k < close:
+        c = text[k]
+        if c in "\"'":
+            k = _skip_string(text, k)
+            last = k - 1
+            continue
+        if c == "#":
+            nl = text.find("\n", k)
+            k = close if nl < 0 else nl
+            continue
+        if not c.isspace():
+            last = k
+        k += 1
+    return last
+
+
+def _eol(text: str) -> str:
+    return "\r\n" if "\r\n" in text else "\n"
+
+
+def _quoted(value: str) -> str:
+    return _emit_string(value)
+
+
+def add_import(text: str, glob: str) -> str:
+    """``text`` with ``glob`` appended to its top-level ``imports``: one line changed or added, nothing else."""
+    keys, header = top_level(text)
+    eol = _eol(text)
+    found = [k for k in keys if k.name == "imports"]
+    item = _quoted(glob)
+    if not found:
+        version = [k for k in keys if k.name == "version"]
+        anchor = version[0] if version else (keys[-1] if keys else None)
+        at = anchor.line_end if anchor else 0
+        prefix = ""
+        if at > 0 and not text[:at].endswith("\n"):
+            prefix = eol
+        return text[:at] + prefix + f"imports = [{item}]" + eol + text[at:]
+    key = found[0]
+    start = text.index("[", key.value_start)
+    close = key.value_end - 1
+    tail = _array_tail(text, start, key.value_end)
+    if tail == start:  # empty array
+        return text[:close] + item + text[close:]
+    if "\n" not in text[start:close]:  # one line
+        sep = " " if text[tail] == "," else ", "
+        return text[: tail + 1] + sep + item + text[tail + 1 :]
+    close_line = text.rfind("\n", 0, close) + 1
+    closes_alone = text[close_line:close].strip() == ""
+    if text[tail] == "," and closes_alone and text.rfind("\n", 0, tail) + 1 != close_line:
+        tail_line = text.rfind("\n", 0, tail) + 1
+        indent = re.match(r"[ \t]*", text[tail_line:]).group(0)  # type: ignore[union-attr]
+        return text[:close_line] + indent + item + "," + eol + text[close_line:]
+    sep = " " if text[tail] == "," else ", "
+    return text[: tail + 1] + sep + item + text[tail + 1 :]
+
+
+def covers(pattern: str, path: str) -> bool:
+    """Whether an imports entry names ``path`` or is a glob matching it (segment by segment, as Go's filepath.Match,
+    whose * does not cross '/')."""
+    if pattern == path:
+        return True
+    a, b = pattern.split("/"), path.split("/")
+    return len(a) == len(b) and all(fnmatch.fnmatchcase(y, x) for x, y in zip(a, b))
+
+
+def resolve_import(entry: str, config_path: str) -> str:
+    """containerd reads a relative import relative to the directory of the file that names it."""
+    return entry if os.path.isabs(entry) else os.path.join(os.path.dirname(config_path), entry)
+
+
+# ---------------------------------------------------------------------------
+# TOML emitter (the drop-in)
+# ---------------------------------------------------------------------------
+_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+_STR_ESC = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _emit_string(value: str) -> str:
+    out = []
+    for ch in value:
+        if ch in _STR_ESC:
+            out.append(_STR_ESC[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _emit_key(key: str) -> str:
+    return key if _BARE.match(key) else _emit_string(key)
+
+
+def _emit_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return _emit_string(value)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(_emit_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{_emit_key(k)} = {_emit_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _emit_table(table: Doc, path: List[str], out: List[str]) -> None:
+    scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict)]
+    tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
+    indent = "  " * max(len(path) - 1, 0)
+    if path and (scalars or not tables):
+        if out and out[-1] != "":
+            out.append("")
+        out.append(indent + "[" + ".".join(_emit_key(k) for k in path) + "]")
+    for key, value in scalars:
+        out.append(indent + ("  " if path else "") + f"{_emit_key(key)} = {_emit_value(value)}")
+    for key, value in tables:
+        _emit_table(value, path + [key], out)
+
+
+def dumps(doc: Doc, header: str = "") -> str:
+    """``doc`` as TOML text (tables as headers, nested tables below their parent)."""
+    out: List[str] = []
+    _emit_table(doc, [], out)
+    return header + "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# The effective CRI section and what gpu-install adds
+# ---------------------------------------------------------------------------
+def import_order(config_path: str, doc: Doc, exclude: str) -> List[str]:
+    """The files ``doc`` imports, in containerd's order (each entry's glob sorted, entries in order), our drop-in
+    left out."""
+    import glob as globmod
+
+    files: List[str] = []
+    entries = doc.get("imports") or []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, str):
+            continue
+        pattern = resolve_import(entry, config_path)
+        matches = sorted(globmod.glob(pattern)) if globmod.has_magic(pattern) else [pattern]
+        for found in matches:
+            if os.path.realpath(found) != os.path.realpath(exclude) and found not in files and os.path.isfile(found):
+                files.append(found)
+    return files
+
+
+def effective_section(rel: Release, sources: Sequence[Tuple[str, Doc]]) -> Doc:
+    """The CRI runtime section containerd builds from config.toml and its imports (paths relative to the plugin's
+    table): 1.x takes the last file's section whole, 2.x merges them key by key."""
+    section: Doc = {}
+    for _path, doc in sources:
+        version = config_version(doc) or 1
+        found = get_path(doc, ("plugins", schema(version).plugin))
+        if not isinstance(found, dict):
+            continue
+        if rel.replaces_sections:
+            section = deep_copy(found)
+        else:
+            deep_merge(section, found)
+    return section
+
+
+def template_runtime(section: Doc, sch: Schema, runtime_name: str) -> Doc:
+    """The runtime entry NVIDIA's is made from: the default runtime's unless it is nvidia*, else runc's, else crun's,
+    else a bare runc v2 entry (toolkit 1.20.0 GetDefaultRuntimeOptions)."""
+    runtimes = get_path(section, sch.runtimes) or {}
+    default = get_path(section, sch.default_runtime_name)
+    names = [default] if isinstance(default, str) and default and not default.startswith("nvidia") else []
+    for name in names + list(TEMPLATE_RUNTIMES):
+        entry = runtimes.get(name) if isinstance(runtimes, dict) else None
+        if isinstance(entry, dict) and name != runtime_name:
+            return deep_copy(entry)
+    return {"runtime_type": RUNC_V2}
+
+
+class Options(NamedTuple):
+    mode: str = "runtime"
+    runtime_name: str = "nvidia"
+    runtime_path: str = NVIDIA_RUNTIME_PATH  # absolute
+    default_runtime: bool = False
+
+
+def wanted(rel: Release, section: Doc, sch: Schema, options: Options) -> List[Tuple[Tuple[str, ...], Any]]:
+    """The keys gpu-install sets (paths relative to the CRI plugin's table) given the user's effective section."""
+    keys: List[Tuple[Tuple[str, ...], Any]] = []
+    if options.mode == "runtime":
+        entry = template_runtime(section, sch, options.runtime_name)
+        if not isinstance(entry.get("options"), dict):
+            entry["options"] = {}
+        entry["options"]["BinaryName"] = options.runtime_path
+        entry.setdefault("runtime_type", RUNC_V2)
+        keys.append((sch.runtimes + (options.runtime_name,), entry))
+    current_default = get_path(section, sch.default_runtime_name)
+    if options.default_runtime and options.mode == "runtime":
+        keys.append((sch.default_runtime_name, options.runtime_name))
+    elif current_default == options.runtime_name:
+        # Left by an earlier run or by nvidia-ctk: the default goes back to containerd's own.
+        keys.append((sch.default_runtime_name, STOCK_RUNTIME))
+    if rel.cdi:
+        if not rel.cdi_default or get_path(section, sch.enable_cdi) is False:
+            keys.append((sch.enable_cdi, True))
+        dirs = get_path(section, sch.cdi_spec_dirs)
+        if isinstance(dirs, list):
+            missing = [d for d in CDI_SPEC_DIRS if d not in dirs]
+            if missing:
+                keys.append((sch.cdi_spec_dirs, list(dirs) + missing))
+        elif not rel.cdi_default:
+            keys.append((sch.cdi_spec_dirs, list(CDI_SPEC_DIRS)))
+    return keys
+
+
+def drop_in_doc(rel: Release, version: int, section: Doc, options: Options) -> Optional[Doc]:
+    """The drop-in's document, or None when containerd needs nothing from gpu-install."""
+    sch = schema(version)
+    keys = wanted(rel, section, sch, options)
+    if not keys:
+        return None
+    body: Doc = deep_copy(section) if rel.replaces_sections else {}
+    for path, value in keys:
+        set_path(body, path, value)
+    return {"version": version, "plugins": {sch.plugin: body}}
+
+
+def header(config_path: str, rel: Release) -> str:
+    lines = [
+        "# Written by gpu-install (module gpu_install.nvidia.containerd_config): a later run rewrites this file.",
+        "# Change it through gpu-install's settings (containerd_runtime_path, containerd_default_runtime,",
+        "# nvidia_container_mode), then run gpu-install again. Your own settings belong in",
+        f"# {config_path}, which imports this directory.",
+    ]
+    if rel.replaces_sections:
+        lines.append("# containerd 1.x replaces a plugin's whole section with an imported file's, so this file repeats")
+        lines.append(f"# the CRI section of {config_path} (and the files it imports) as containerd merges them.")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Running containerd
+# ---------------------------------------------------------------------------
+def _run(argv: Sequence[str], timeout: float = 60) -> Tuple[int, str, str]:
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, check=False, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 127, "", str(exc)
+    return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+
+
+def find_binary(name: str, given: Optional[str] = None) -> Optional[str]:
+    if given:
+        return given if os.access(given, os.X_OK) else None
+    found = shutil.which(name)
+    if found:
+        return found
+    for base in ("/usr/bin", "/usr/local/bin", "/usr/sbin"):
+        path = os.path.join(base, name)
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def installed_version(containerd: str, run: Runner = _run) -> Tuple[int, int, int]:
+    rc, out, err = run([containerd, "--version"], 30)
+    found = parse_version(out) if rc == 0 else None
+    if found is None:
+        raise ContainerdError(
+            errors.UNSUPPORTED,
+            f"`{containerd} --version` did not give containerd's version ({(err or out).strip()[:200] or rc}); "
+            "check the containerd installation.",
+        )
+    return found
+
+
+def resolve_runtime_path(runtime_path: str) -> str:
+    """An absolute path: as given, else found on PATH, else NVIDIA's package path."""
+    if os.path.isabs(runtime_path):
+        return runtime_path
+    return shutil.which(runtime_path) or os.path.join(os.path.dirname(NVIDIA_RUNTIME_PATH), runtime_path)
+
+
+def _tail(text: str, lines: int = 3) -> str:
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip() and "level=warning" not in line]
+    return " ".join(kept[-lines:])[:400]
+
+
+def config_dump(containerd: str, config: str, run: Runner = _run) -> Tuple[Optional[Doc], str]:
+    """``containerd --config CONFIG config dump`` parsed; (None, containerd's message) when it refuses."""
+    rc, out, err = run([containerd, "--config", config, "config", "dump"], 60)
+    if rc != 0:
+        return None, _tail(err or out) or f"exit status {rc}"
+    try:
+        return loads(out.encode("utf-8"), "config dump"), ""
+    except ContainerdError as exc:
+        return None, exc.reason
+
+
+def dump_problems(dump: Doc, before: Optional[Doc], rel: Release, options: Options) -> List[str]:
+    """What the merged configuration lacks: our runtime, default, CDI, and the runtimes it had before."""
+    sch = schema(rel.config_version)
+    section = get_path(dump, ("plugins", sch.plugin)) or {}
+    runtimes = get_path(section, sch.runtimes) or {}
+    problems = []
+    if options.mode == "runtime":
+        binary = get_path(runtimes, (options.runtime_name, "options", "BinaryName"))
+        if binary != options.runtime_path:
+            problems.append(f"runtime {options.runtime_name} with BinaryName {options.runtime_path} is missing")
+    default = get_path(section, sch.default_runtime_name)
+    if options.default_runtime and options.mode == "runtime" and default != options.runtime_name:
+        problems.append(f"the default runtime is {default}, not {options.runtime_name}")
+    if rel.cdi and get_path(section, sch.enable_cdi) is not True:
+        problems.append("enable_cdi is not true")
+    if before is not None:
+        old = get_path(before, ("plugins", sch.plugin) + sch.runtimes) or {}
+        lost = sorted(set(old) - set(runtimes))
+        if lost:
+            problems.append(f"runtimes {', '.join(lost)} are gone")
+    return problems
+
+
+def unit_active(run: Runner = _run) -> Optional[bool]:
+    if not systemd_running():
+        return None
+    return run(["systemctl", "is-active", "--quiet", SERVICE], 30)[0] == 0
+
+
+def wait_answering(
+    ctr: Optional[str],
+    socket: str,
+    timeout: float,
+    run: Runner = _run,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Tuple[bool, str]:
+    """Until ``ctr --address SOCKET version`` answers (or, without ctr, the socket exists)."""
+    deadline = clock() + timeout
+    last = ""
+    while True:
+        if ctr:
+            rc, out, err = run([ctr, "--address", socket, "version"], 15)
+            if rc == 0:
+                return True, ""
+            last = _tail(err or out)
+        elif os.path.exists(socket):
+            return True, ""
+        if clock() >= deadline:
+            return False, last or f"{socket} did not answer within {timeout:g} s"
+        sleep(0.5)
+
+
+# ---------------------------------------------------------------------------
+# Plan and apply
+# ---------------------------------------------------------------------------
+class File(NamedTuple):
+    path: str
+    exists: bool
+    data: bytes
+
+
+def read(path: str) -> File:
+    try:
+        with open(path, "rb") as fh:
+            return File(path, True, fh.read())
+    except FileNotFoundError:
+        return File(path, False, b"")
+    except OSError as exc:
+        raise host_error(path, exc, "read") from None
+
+
+def host_error(path: str, exc: OSError, doing: str) -> ContainerdError:
+    return ContainerdError(
+        errors.HOST_ERROR, f"Could not {doing} {path}: [Errno {exc.errno}] {exc.strerror or exc}; nothing was changed."
+    )
+
+
+class Plan(NamedTuple):
+    config: File
+    config_after: Optional[bytes]  # None: unchanged
+    drop_in: File
+    drop_in_after: Optional[bytes]  # None: no drop-in wanted
+    version: int  # the drop-in's (and a new config.toml's) config version
+    plugin_id: str
+    release: Release
+    warnings: List[str]
+
+    @property
+    def config_changed(self) -> bool:
+        return self.config_after is not None and self.config_after != self.config.data
+
+    @property
+    def drop_in_changed(self) -> bool:
+        if self.drop_in_after is None:
+            return self.drop_in.exists
+        return not self.drop_in.exists or self.drop_in.data != self.drop_in_after
+
+    @property
+    def changed(self) -> bool:
+        return self.config_changed or self.drop_in_changed
+
+
+def plan(path: str, drop_in: str, options: Options, version: Tuple[int, ...]) -> Plan:
+    """What config.toml and the drop-in become; reads only."""
+    if options.mode not in MODES:
+        raise ContainerdError(errors.INVALID_INPUT, f"mode must be runtime or cdi, not {options.mode!r}.")
+    rel = release(version)
+    shown = ".".join(str(v) for v in version)
+    if options.mode == "cdi" and not rel.cdi:
+        raise ContainerdError(
+            errors.UNSUPPORTED,
+            f"containerd {shown} has no CDI support (it came with containerd 1.7); upgrade containerd to 1.7 or "
+            "later, or set nvidia_container_mode: runtime.",
+        )
+    path = os.path.realpath(path)
+    drop_in = os.path.realpath(drop_in)
+    warnings: List[str] = []
+    config = read(path)
+    doc = loads(config.data, path) if config.exists else None
+    user_version = config_version(doc)
+    if doc is not None and user_version is None:
+        raise ContainerdError(errors.INVALID_INPUT, f"{path} has a `version` that is not a number; {FIX_IT}.")
+    if user_version is not None:
+        schema(user_version)
+    imports = doc.get("imports") if doc is not None else None
+    if (
+        doc is not None
+        and "imports" in doc
+        and not (isinstance(imports, list) and all(isinstance(i, str) for i in imports))
+    ):
+        raise ContainerdError(errors.INVALID_INPUT, f"{path} has `imports` that is not a list of file names; {FIX_IT}.")
+    if user_version == 1 and not rel.replaces_sections:
+        warnings.append(
+            f"{path} is a version 1 configuration, whose CRI settings containerd {shown} ignores; "
+            "run `containerd config migrate` to keep them."
+        )
+    version_out = drop_in_version(rel, user_version)
+    glob_entry = os.path.join(os.path.dirname(drop_in), "*.toml")
+
+    sources: List[Tuple[str, Doc]] = []
+    if doc is not None:
+        sources.append((path, doc))
+        for imported in import_order(path, doc, drop_in):
+            sources.append((imported, loads(read(imported).data, imported)))
+    section = effective_section(rel, sources)
+    disabled = (doc or {}).get("disabled_plugins")
+    if isinstance(disabled, list) and any(p in disabled for p in CRI_PLUGIN_IDS):
+        warnings.append(f"{path} disables the CRI plugin; Kubernetes cannot use containerd until it is enabled.")
+
+    new_doc = drop_in_doc(rel, version_out, section, options)
+    drop_after = dumps(new_doc, header(path, rel)).encode("utf-8") if new_doc is not None else None
+    if drop_after is not None:
+        loads(drop_after, drop_in)  # the emitter's output reads back
+
+    config_after: Optional[bytes] = None
+    if new_doc is not None:
+        if doc is None:
+            config_after = f"version = {version_out}\nimports = [{_quoted(glob_entry)}]\n".encode()
+        elif not any(covers(resolve_import(i, path), drop_in) for i in (imports or [])):
+            text = config.data.decode("utf-8")
+            new_text = add_import(text, glob_entry)
+            _check_added(doc, loads(new_text.encode("utf-8"), path), glob_entry, path)
+            config_after = new_text.encode("utf-8")
+    return Plan(config, config_after, read(drop_in), drop_after, version_out,
+                schema(version_out).plugin, rel, warnings)  # fmt: skip
+
+
+def _check_added(before: Doc, after: Doc, glob_entry: str, path: str) -> None:
+    expected = dict(before)
+    expected["imports"] = list(before.get("imports") or []) + [glob_entry]
+    if after != expected:
+        raise ContainerdError(
+            errors.INVALID_INPUT,
+            f"{path} could not be given the import {glob_entry} by one line; add it to `imports` yourself, then run "
+            "again.",
+        )
+
+
+def _diffs(p: Plan) -> List[Dict[str, str]]:
+    out = []
+    if p.config_changed:
+        out.append({
+            "before_header": p.config.path, "after_header": p.config.path,
+            "before": p.config.data.decode("utf-8", "replace"), "after": (p.config_after or b"").decode("utf-8"),
+        })  # fmt: skip
+    if p.drop_in_changed:
+        out.append({
+            "before_header": p.drop_in.path, "after_header": p.drop_in.path,
+            "before": p.drop_in.data.decode("utf-8", "replace"), "after": (p.drop_in_after or b"").decode("utf-8"),
+        })  # fmt: skip
+    return out
+
+
+def result_skeleton(path: str, drop_in: str) -> Dict[str, Any]:
+    """The keys every result carries, on every path (failures included)."""
+    return {
+        "changed": False,
+        "path": path,
+        "drop_in": drop_in,
+        "config_version": None,
+        "plugin_id": None,
+        "backup_file": None,
+        "drop_in_backup_file": None,
+        "restarted": False,
+        "diff": [],
+        "msg": "",
+        "warnings": [],
+    }
+
+
+def _stat(f: File) -> Tuple[int, int, int]:
+    if f.exists:
+        st = os.stat(f.path)
+        return st.st_mode & 0o7777, st.st_uid, st.st_gid
+    if os.geteuid() != 0:
+        return 0o644, os.geteuid(), os.getegid()
+    return 0o644, 0, 0
+
+
+def _put(f: File, data: Optional[bytes]) -> None:
+    """Make f.path hold data (None: absent), keeping mode and owner."""
+    if data is None:
+        if os.path.lexists(f.path):
+            os.unlink(f.path)
+        return
+    mode, uid, gid = _stat(f)
+    directory = os.path.dirname(f.path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o755)
+    write_atomic(f.path, data, mode, uid, gid, like=f.path if f.exists else None)
+
+
+def _backup(f: File) -> Optional[str]:
+    if not f.exists:
+        return None
+    name = backup_name(f.path)
+    mode, uid, gid = _stat(f)
+    write_atomic(name, f.data, mode, uid, gid, like=f.path)
+    return name
+
+
+def configure(
+    path: str = DEFAULT_PATH,
+    drop_in: str = DEFAULT_DROP_IN,
+    options: Optional[Options] = None,
+    restart: bool = True,
+    timeout: float = 60,
+    backup: bool = True,
+    check_mode: bool = False,
+    containerd_path: Optional[str] = None,
+    ctr_path: Optional[str] = None,
+    socket: str = DEFAULT_SOCKET,
+    run: Runner = _run,
+) -> Dict[str, Any]:
+    """Plan, and (not in check mode) write, validate, restart, roll back. Returns the module's result."""
+    result = result_skeleton(os.path.realpath(path), os.path.realpath(drop_in))
+    options = options or Options()
+    containerd = find_binary("containerd", containerd_path)
+    if containerd is None:
+        raise ContainerdError(
+            errors.UNSUPPORTED,
+            f"containerd is not installed{' at ' + containerd_path if containerd_path else ''} (gpu-install configures "
+            "containerd but never installs it); install it, or leave containerd out of gpu_install_container_engines.",
+        )
+    version = installed_version(containerd, run)
+    options = options._replace(runtime_path=resolve_runtime_path(options.runtime_path))
+    p = plan(path, drop_in, options, version)
+    result.update(config_version=p.version, plugin_id=p.plugin_id, warnings=list(p.warnings))
+    if not p.changed:
+        result["msg"] = "containerd's configuration already has what gpu-install sets"
+        return result
+    result.update(changed=True, diff=_diffs(p))
+    if check_mode:
+        result["msg"] = "containerd's configuration would change"
+        return result
+
+    before_dump = None
+    if p.config.exists:
+        before_dump, why = config_dump(containerd, p.config.path, run)
+        if before_dump is None:
+            raise ContainerdError(
+                errors.INVALID_INPUT, f"containerd cannot load {p.config.path} as it is: {why}; {FIX_IT}."
+            )
+    new_config = p.config_after if p.config_changed else None
+    candidate = os.path.join(os.path.dirname(p.config.path), "." + os.path.basename(p.config.path) + ".gpu-install-new")
+    try:
+        if backup:
+            result["backup_file"] = _backup(p.config) if new_config is not None else None
+            result["drop_in_backup_file"] = _backup(p.drop_in)
+        _put(p.drop_in, p.drop_in_after)
+        check_path = p.config.path
+        if new_config is not None:
+            if not os.path.isdir(os.path.dirname(p.config.path)):
+                os.makedirs(os.path.dirname(p.config.path), mode=0o755)
+            mode, uid, gid = _stat(p.config)
+            write_atomic(candidate, new_config, mode, uid, gid, like=p.config.path if p.config.exists else None)
+            check_path = candidate
+    except OSError as exc:
+        _restore(p)
+        _unlink(candidate)
+        raise host_error(p.drop_in.path, exc, "write") from None
+    after_dump, why = config_dump(containerd, check_path, run)
+    problems = [why] if after_dump is None else dump_problems(after_dump, before_dump, p.release, options)
+    if problems:
+        _unlink(candidate)
+        _restore(p)
+        raise ContainerdError(
+            errors.INVALID_INPUT,
+            f"containerd does not accept the new configuration ({'; '.join(problems)}); {p.config.path} and "
+            f"{p.drop_in.path} are as they were.",
+        )
+    if new_config is not None:
+        try:
+            os.replace(candidate, p.config.path)
+        except OSError as exc:
+            _unlink(candidate)
+            _restore(p)
+            raise host_error(p.config.path, exc, "write") from None
+    result["msg"] = "containerd's configuration changed"
+    if not restart or unit_active(run) is not True:
+        return result
+    ctr = find_binary("ctr", ctr_path)
+    run(["systemctl", "reset-failed", SERVICE], 30)
+    rc, out, err = run(["systemctl", "restart", SERVICE], max(timeout, 30))
+    ok, why = (rc == 0, _tail(err or out)) if rc != 0 else wait_answering(ctr, socket, timeout, run)
+    if ok:
+        result["restarted"] = True
+        result["msg"] = "containerd's configuration changed; containerd was restarted and answers"
+        return result
+    _restore(p, config_too=True)
+    run(["systemctl", "reset-failed", SERVICE], 30)
+    run(["systemctl", "restart", SERVICE], max(timeout, 30))
+    raise ContainerdError(
+        errors.DOCKER_ROLLED_BACK,
+        f"containerd did not come back with the new configuration; the previous configuration is restored: {why}",
+    )
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _restore(p: Plan, config_too: bool = False) -> None:
+    """Put the files back as they were before this run."""
+    _put(p.drop_in, p.drop_in.data if p.drop_in.exists else None)
+    if config_too and p.config_changed:
+        _put(p.config, p.config.data if p.config.exists else None)
