@@ -1,0 +1,194 @@
+"""Which container engines gpu-install configures: the setting's validation and auto's choice (module_utils/engines)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import module_utils
+
+engines = module_utils("engines")
+errors = module_utils("errors")
+
+
+def facts(docker=None, containerd=None, podman=None, problems=None) -> dict:
+    """Facts as gpu_detect gives them, with only the engines' parts that resolution reads."""
+    return {
+        "supported": not any(p.get("refuses") for p in problems or []),
+        "problems": problems or [],
+        "docker": {"flavour": docker, "version": "26.1.5" if docker else None},
+        "containerd": containerd or {"present": False},
+        "podman": podman or {"present": False},
+    }
+
+
+CONTAINERD_CRI = {"present": True, "version": "1.7.24", "cri_enabled": True, "kubelet": False}
+CONTAINERD_NO_CRI = {"present": True, "version": "1.7.24", "cri_enabled": False, "kubelet": False}
+CONTAINERD_KUBELET = {"present": True, "version": "1.7.24", "cri_enabled": True, "kubelet": True}
+PODMAN = {"present": True, "version": "5.4.2", "cdi": True}
+
+
+# --------------------------------------------------------------------------- the setting
+
+
+@pytest.mark.parametrize("value", ["auto", "AUTO", " auto "])
+def test_auto_is_accepted_in_any_case(value):
+    assert engines.check(value) == "auto"
+
+
+def test_a_list_comes_back_in_engine_order_without_duplicates():
+    assert engines.check(["podman", "docker", "podman", "containerd"]) == ["docker", "containerd", "podman"]
+
+
+def test_a_single_engine_name_is_a_list_of_one():
+    assert engines.check("containerd") == ["containerd"]
+
+
+def test_an_empty_list_is_invalid_input_naming_the_engines():
+    with pytest.raises(engines.EngineError) as info:
+        engines.check([])
+    assert info.value.code == errors.INVALID_INPUT == 4
+    assert "empty list" in info.value.reason and "docker, containerd, podman" in info.value.reason
+
+
+@pytest.mark.parametrize("value", [["docker", "cri-o"], ["moby"], "crio", [3]])
+def test_an_unknown_engine_is_invalid_input_naming_it(value):
+    with pytest.raises(engines.EngineError) as info:
+        engines.check(value)
+    assert info.value.code == 4
+    assert "which gpu-install does not configure" in info.value.reason
+    assert info.value.reason.count(".") >= 1 and "\n" not in info.value.reason
+
+
+@pytest.mark.parametrize("value", [None, {"docker": True}, 5, True])
+def test_a_setting_neither_auto_nor_a_list_is_invalid_input(value):
+    with pytest.raises(engines.EngineError) as info:
+        engines.check(value)
+    assert info.value.code == 4
+    assert "must be auto or a list" in info.value.reason
+
+
+# --------------------------------------------------------------------------- auto
+
+
+def test_auto_on_a_bare_host_installs_docker_as_before():
+    assert engines.resolve("auto", facts()) == ["docker"]
+
+
+def test_auto_takes_docker_alone_beside_its_own_containerd_even_with_cri_on():
+    # Debian's containerd ships CRI on; beside docker.io it serves Docker unless a kubelet uses it.
+    assert engines.resolve("auto", facts(docker="docker.io", containerd=CONTAINERD_CRI)) == ["docker"]
+
+
+def test_auto_takes_containerd_beside_docker_when_a_kubelet_uses_it():
+    assert engines.resolve("auto", facts(docker="docker-ce", containerd=CONTAINERD_KUBELET)) == ["docker", "containerd"]
+
+
+def test_auto_takes_a_cri_containerd_without_docker():
+    assert engines.resolve("auto", facts(containerd=CONTAINERD_CRI)) == ["containerd"]
+
+
+def test_auto_leaves_a_containerd_with_cri_off_and_installs_docker():
+    assert engines.resolve("auto", facts(containerd=CONTAINERD_NO_CRI)) == ["docker"]
+
+
+def test_auto_takes_podman_when_present():
+    assert engines.resolve("auto", facts(podman=PODMAN)) == ["podman"]
+    assert engines.resolve("auto", facts(docker="docker.io", podman=PODMAN)) == ["docker", "podman"]
+
+
+def test_auto_takes_every_engine_of_a_kubernetes_node_with_docker_and_podman():
+    found = facts(docker="docker-ce", containerd=CONTAINERD_KUBELET, podman=PODMAN)
+    assert engines.resolve("auto", found) == ["docker", "containerd", "podman"]
+
+
+# --------------------------------------------------------------------------- lists
+
+
+def test_a_listed_docker_is_installed_when_absent():
+    assert engines.resolve(["docker"], facts()) == ["docker"]
+
+
+def test_a_listed_containerd_with_cri_off_is_taken_as_asked():
+    assert engines.resolve(["containerd"], facts(docker="docker-ce", containerd=CONTAINERD_NO_CRI)) == ["containerd"]
+
+
+@pytest.mark.parametrize("engine, package", [("containerd", "containerd.io"), ("podman", "podman")])
+def test_a_listed_engine_that_is_absent_is_unsupported_naming_it(engine, package):
+    with pytest.raises(engines.EngineError) as info:
+        engines.resolve(["docker", engine], facts(docker="docker.io"))
+    assert info.value.code == errors.UNSUPPORTED == 3
+    assert info.value.reason.startswith(f"gpu_install_container_engines lists {engine}, which is not installed")
+    assert package in info.value.reason and f"remove {engine} from the list" in info.value.reason
+
+
+# --------------------------------------------------------------------------- apply: the facts and the shim
+
+
+SHIM = {
+    "code": "podman_docker_shim",
+    "message": "Found podman's docker shim (podman-docker 4.9.3), not Docker: remove podman-docker.",
+    "refuses": True,
+}
+
+
+def test_apply_writes_the_engines_into_the_facts():
+    found = facts(podman=PODMAN)
+    assert engines.apply(found, ["podman"]) == ["podman"]
+    assert found["engines"] == ["podman"]
+
+
+def test_a_podman_docker_shim_refuses_only_where_docker_would_be_installed():
+    found = facts(podman=PODMAN, problems=[dict(SHIM)])
+    engines.apply(found, "auto")
+    assert found["problems"][0]["refuses"] is False and found["supported"] is True
+    assert found["problems"][0]["message"].endswith("(a note only here: Docker is not among the engines configured).")
+    engines.apply(found, ["docker", "podman"])
+    assert found["problems"][0] == SHIM
+    assert found["supported"] is False
+
+
+def test_apply_refuses_without_touching_the_facts_engines():
+    found = facts()
+    with pytest.raises(engines.EngineError):
+        engines.apply(found, ["podman"])
+    assert "engines" not in found
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def test_summaries_name_what_each_engine_is_and_leave_absent_ones_out():
+    found = facts(
+        docker="docker.io",
+        containerd={
+            "present": True,
+            "package": "containerd",
+            "version": "1.7.24",
+            "config_exists": True,
+            "config_version": 2,
+            "cri_enabled": True,
+            "kubelet": True,
+            "active": True,
+        },
+    )
+    found["kubelet"] = {
+        "present": True,
+        "endpoint": "unix:///run/containerd/containerd.sock",
+        "endpoint_source": "default",
+    }
+    lines = engines.summaries(found)
+    assert lines == {
+        "docker": "docker.io 26.1.5",
+        "containerd": "containerd 1.7.24 (containerd), config version 2, CRI on, used by the kubelet, running",
+        "kubelet": "kubelet, runtime endpoint unix:///run/containerd/containerd.sock (from its default)",
+    }
+
+
+def test_summary_of_an_old_podman_says_it_reads_no_cdi():
+    lines = engines.summaries(facts(podman={"present": True, "version": "4.0.2", "cdi": False}))
+    assert lines == {"podman": "podman 4.0.2, no CDI (needs Podman 4.1 or newer)"}
+
+
+def test_engines_line_marks_docker_that_will_be_installed():
+    found = facts(podman=PODMAN)
+    found["engines"] = ["docker", "podman"]
+    assert engines.engines_line(found) == "docker (to install), podman"
