@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from conftest import module_utils
+from conftest import module_utils, run_module
 
 engines = module_utils("engines")
 errors = module_utils("errors")
@@ -192,3 +194,49 @@ def test_engines_line_marks_docker_that_will_be_installed():
     found = facts(podman=PODMAN)
     found["engines"] = ["docker", "podman"]
     assert engines.engines_line(found) == "docker (to install), podman"
+
+
+# --------------------------------------------------------------------------- the doors: settings file, module
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+
+
+@pytest.mark.parametrize("value", [[], ["docker", "cri-o"], {"docker": 1}])
+def test_the_settings_file_refuses_a_bad_engines_setting_with_exit_4(tmp_path, value):
+    from gpu_install import settings
+    from gpu_install.errors import GpuInstallError
+
+    with pytest.raises(GpuInstallError) as info:
+        settings.validate({"gpu_install_container_engines": value}, "config.yml")
+    assert info.value.code == 4
+    assert "gpu_install_container_engines" in info.value.reason
+
+
+def test_the_settings_file_takes_auto_and_lists():
+    from gpu_install import settings
+
+    assert settings.validate({"gpu_install_container_engines": ["containerd", "podman"]}, "c.yml") == {
+        "gpu_install_container_engines": ["containerd", "podman"]
+    }
+    assert settings.validate({"gpu_install_container_engines": "auto"}, "c.yml") == {
+        "gpu_install_container_engines": "auto"
+    }
+
+
+@pytest.mark.parametrize(
+    "setting, code, words",
+    [(["podman"], 3, "lists podman, which is not installed"), ([], 4, "empty list"), (["crio"], 4, "'crio'")],
+)
+def test_gpu_facts_fails_with_the_class_of_a_refused_setting(tmp_path, setting, code, words):
+    args = {"root": str(CORPUS / "dgx-h100-ubuntu2204"), "container_engines": setting}
+    rc, result = run_module("gpu_facts", tmp_path / "args.json", args)
+    assert rc != 0 and result["failed"] is True
+    assert result["gpu_install_error"]["code"] == code
+    assert words in result["gpu_install_error"]["reason"] == result["msg"]
+
+
+def test_gpu_facts_returns_the_engines_of_the_setting(tmp_path):
+    args = {"root": str(CORPUS / "dgx-h100-ubuntu2204"), "container_engines": ["docker", "containerd"]}
+    rc, result = run_module("gpu_facts", tmp_path / "args.json", args)
+    assert rc == 0
+    assert result["ansible_facts"]["gpu_install"]["engines"] == ["docker", "containerd"]
