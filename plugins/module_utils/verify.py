@@ -26,6 +26,30 @@ In check mode nothing is started and nothing is pulled: NVML, the Docker CLI,
 the daemon and the image are looked at (read-only) and the checks list the
 commands that would run, with ``ok`` and ``seen`` null and ``verified`` null;
 nothing fails (a plan on a host whose driver is not installed yet is normal).
+
+Engines (``engines``, the host's resolved ``ansible_facts.gpu_install.engines``; default Docker alone): the proof
+runs once per engine, on the same NVML view, each engine's checks named after it (Docker's names stay as above):
+
+* ``containerd``, through its own CLI ``ctr`` in a namespace of gpu-install's (``gpu-install``; the image is
+  pulled there when absent, by its fully qualified name). Runtime mode: ``ctr run --runtime io.containerd.runc.v2
+  --runc-binary <nvidia-container-runtime> --env NVIDIA_VISIBLE_DEVICES=all|<index>|<uuid>``: ``ctr`` does not
+  read the CRI plugin's runtimes, so the NVIDIA runtime is named as the runc binary of containerd's runc shim,
+  the runtime the CRI entry ``runtimes.nvidia`` configures. CDI mode: ``ctr`` 2.0 and newer inject CDI devices
+  given to ``--device`` as qualified names (``--device nvidia.com/gpu=all``; containerd commit d3887b2e6 "Support
+  CDI devices in ctr --device flag", cmd/ctr/commands/run/run_unix.go, first released in v2.0.0); ``ctr`` 1.7's
+  ``--device`` takes device paths only, so there the container asks NVIDIA's runtime for the CDI names
+  (``NVIDIA_VISIBLE_DEVICES=nvidia.com/gpu=all``), which it resolves from the same spec (its ``auto`` mode turns
+  to ``cdi`` when every requested device is a qualified CDI name: internal/info/auto.go and
+  internal/config/image/cuda_image.go ``OnlyFullyQualifiedCDIDevices`` in NVIDIA's toolkit 1.20.0).
+* ``podman``: ``podman run --rm --network none --device nvidia.com/gpu=all|<index>|<uuid>`` (CDI, Podman 4.1 and
+  newer) in both modes (runtime mode keeps the toolkit's own spec current), then on Podman 5 ``--gpus all`` and
+  ``--gpus <uuid>``, which Podman turns into ``nvidia.com/gpu=<value>`` CDI devices (containers/podman commit
+  46cfc9858f "Make --gpus work with nvidia gpus", pkg/specgenutil/specgen.go, first released in v5.0.0).
+
+The result's existing keys keep their meaning (``docker`` is Docker's state, ``checks`` every engine's checks in
+order, each naming its ``engine``); ``engines`` lists the engines verified and ``runs`` each engine's run
+(``engine``, ``verified``, ``state``, ``checks``, ``pulled``, ``error``). The first failing engine's reason is the
+result's ``error``; every engine is tried even after one failed.
 """
 
 from __future__ import annotations
@@ -47,6 +71,20 @@ PATH_ENV = "NVIDIA_VISIBLE_DEVICES"  # -e NVIDIA_VISIBLE_DEVICES=..., through Do
 PATH_GPUS = "--gpus"  # Docker's device requests (--gpus, Compose's deploy.resources.reservations.devices)
 PATH_CDI = "--device"  # --device nvidia.com/gpu=..., Docker's CDI
 PATHS = {"runtime": (PATH_ENV, PATH_GPUS), "cdi": (PATH_CDI,)}
+# ctr 1.7 in cdi mode: the CDI names go to NVIDIA's runtime through its variable (ctr 1.7 has no CDI flag).
+PATH_ENV_CDI = "NVIDIA_VISIBLE_DEVICES=nvidia.com/gpu"
+ENGINES = ("docker", "containerd", "podman")
+# containerd through ctr: a namespace of gpu-install's, containerd's default socket, the runc shim's runtime type.
+CTR_NAMESPACE = "gpu-install"
+CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
+RUNC_SHIM = "io.containerd.runc.v2"
+NVIDIA_RUNTIME = "nvidia-container-runtime"
+CTR_CDI_MAJOR = 2  # ctr's --device takes qualified CDI names from containerd 2.0 (commit d3887b2e6)
+PODMAN_CDI = (4, 1)  # Podman reads CDI specs from 4.1
+PODMAN_GPUS_MAJOR = 5  # Podman maps --gpus to nvidia.com/gpu CDI devices from 5.0 (commit 46cfc9858f)
+# Docker's reference normalisation (distribution/reference ParseNormalizedNamed): a name without a registry is
+# Docker Hub's, and a single-component one is under library/. ctr and podman pull need the whole name.
+DEFAULT_REGISTRY = "docker.io"
 # NVIDIA's runtime mounts nvidia-smi at its path on the host (internal/discover in the toolkit's source), which
 # may be off an image's PATH (/usr/local/nvidia/bin on the GPU machine): the container's PATH gets the host's
 # directory of nvidia-smi after the image's own, so that the image's nvidia-smi is tried first.
@@ -88,36 +126,62 @@ def parse_smi(text: str) -> List[str]:
     return found
 
 
-def plan_checks(gpus: Sequence[Dict[str, Any]], mode: str = "cdi") -> List[Dict[str, Any]]:
-    """The checks for NVML's GPUs, per path of ``mode`` (``PATHS``): every GPU together, then each GPU alone.
+def engine_paths(engine: str, mode: str, version: Optional[str] = None) -> Tuple[str, ...]:
+    """The paths through which ``engine`` gives containers GPUs in ``mode`` (``version``: ctr's or Podman's).
 
-    On the mode's first path each GPU is selected by index and by UUID; on ``--gpus`` (runtime mode) by UUID
-    (``device=<uuid>``). A container given one GPU must see exactly that one and none of the others (the
-    isolation NVIDIA_VISIBLE_DEVICES, --gpus and the CDI device names promise). Each check is ``{"name",
-    "path", "selector", "expected"}``; names are unique (``all``, ``index 0``, ``UUID GPU-...`` on the first
-    path, ``--gpus all``, ``--gpus device=GPU-...`` on the second). With no GPU known (check mode before the
-    driver is in): ``all`` and ``index 0`` (and ``--gpus all``) with ``expected`` null.
+    Docker: ``PATHS``. containerd: the NVIDIA runtime as runc's binary with ``NVIDIA_VISIBLE_DEVICES`` (runtime
+    mode); ctr's ``--device`` with CDI names from ctr 2.0, NVIDIA's runtime given the CDI names before (cdi mode).
+    Podman: ``--device`` with CDI names in both modes, and ``--gpus`` from Podman 5.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    first, *others = PATHS[mode]
+    if engine == "docker":
+        return PATHS[mode]
+    major = _major(version)
+    if engine == "containerd":
+        if mode == "runtime":
+            return (PATH_ENV,)
+        return (PATH_CDI,) if major is None or major >= CTR_CDI_MAJOR else (PATH_ENV_CDI,)
+    if engine == "podman":
+        return (PATH_CDI, PATH_GPUS) if major is None or major >= PODMAN_GPUS_MAJOR else (PATH_CDI,)
+    raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+
+
+def plan_checks(
+    gpus: Sequence[Dict[str, Any]], mode: str = "cdi", engine: str = "docker", version: Optional[str] = None
+) -> List[Dict[str, Any]]:
+    """The checks for NVML's GPUs, per path of ``mode`` (``engine_paths``): every GPU together, then each GPU alone.
+
+    On the mode's first path each GPU is selected by index and by UUID; on ``--gpus`` by UUID (Docker's
+    ``device=<uuid>``, Podman's ``<uuid>``). A container given one GPU must see exactly that one and none of the
+    others (the isolation NVIDIA_VISIBLE_DEVICES, --gpus and the CDI device names promise). Each check is
+    ``{"name", "path", "selector", "expected"}``; names are unique (Docker's: ``all``, ``index 0``,
+    ``UUID GPU-...`` on the first path, ``--gpus all``, ``--gpus device=GPU-...`` on the second; another engine's
+    are the same prefixed with the engine, ``containerd all``, ``podman --gpus GPU-...``). With no GPU known
+    (check mode before the driver is in): ``all`` and ``index 0`` (and ``--gpus all``) with ``expected`` null.
+    """
+    first, *others = engine_paths(engine, mode, version)
+    prefix = "" if engine == "docker" else f"{engine} "
     uuids = [g.get("uuid") for g in gpus]
     known = bool(gpus) and all(uuids)
     every = sorted(str(u) for u in uuids) if known else None
-    checks = [{"name": "all", "path": first, "selector": "all", "expected": every}]
+
+    def one(name: str, path: str, selector: str, expected: Optional[List[str]]) -> Dict[str, Any]:
+        return {"name": prefix + name, "path": path, "selector": selector, "expected": expected}
+
+    checks = [one("all", first, "all", every)]
     if not known:
-        checks.append({"name": "index 0", "path": first, "selector": "0", "expected": None})
+        checks.append(one("index 0", first, "0", None))
     else:
         for position, gpu in enumerate(gpus):
             index = gpu.get("index", position)
-            one = [gpu["uuid"]]
-            checks.append({"name": f"index {index}", "path": first, "selector": str(index), "expected": one})
-            checks.append({"name": f"UUID {gpu['uuid']}", "path": first, "selector": str(gpu["uuid"]), "expected": one})
+            checks.append(one(f"index {index}", first, str(index), [gpu["uuid"]]))
+            checks.append(one(f"UUID {gpu['uuid']}", first, str(gpu["uuid"]), [gpu["uuid"]]))
     for path in others:  # --gpus: all, then each GPU by UUID
-        checks.append({"name": f"{path} all", "path": path, "selector": "all", "expected": every})
+        checks.append(one(f"{path} all", path, "all", every))
         for gpu in gpus if known else []:
-            selector = f"device={gpu['uuid']}"
-            checks.append({"name": f"{path} {selector}", "path": path, "selector": selector, "expected": [gpu["uuid"]]})
+            selector = f"device={gpu['uuid']}" if engine == "docker" else str(gpu["uuid"])
+            checks.append(one(f"{path} {selector}", path, selector, [gpu["uuid"]]))
     return checks
 
 
@@ -125,9 +189,22 @@ def how(path: str, selector: str) -> str:
     """How a check's container asks for its GPUs, as a user writes it: ``--gpus device=GPU-...``."""
     if path == PATH_ENV:
         return f"{PATH_ENV}={selector}"
+    if path == PATH_ENV_CDI:
+        return f"{PATH_ENV_CDI}={selector}"
     if path == PATH_GPUS:
         return f"{PATH_GPUS} {selector}"
     return f"{PATH_CDI} {CDI_KIND}={selector}"
+
+
+def full_reference(image: str) -> str:
+    """``image`` as ctr and Podman pull it: with its registry (docker.io) and, on Docker Hub, library/ for a
+    single-component name (``debian:bookworm-slim`` -> ``docker.io/library/debian:bookworm-slim``)."""
+    first, sep, rest = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return image
+    if not sep:
+        return f"{DEFAULT_REGISTRY}/library/{image}"
+    return f"{DEFAULT_REGISTRY}/{image}"
 
 
 def smi_search_path(image_env: Optional[Sequence[str]], host_smi: Optional[str]) -> Optional[str]:
@@ -190,6 +267,66 @@ def container_argv(
     return argv
 
 
+def ctr_argv(
+    ctr: str,
+    mode: str,
+    ref: str,
+    selector: str,
+    container_id: str,
+    via: Optional[str] = None,
+    address: str = CONTAINERD_SOCKET,
+    runtime_binary: Optional[str] = None,
+    search_path: Optional[str] = None,
+    command: str = "nvidia-smi",
+) -> List[str]:
+    """The ``ctr run`` argv that runs nvidia-smi in a throwaway containerd container given ``selector``'s GPUs.
+
+    ``via``: one of ``engine_paths("containerd", mode, ...)`` (default the newest ctr's). ``runtime_binary``: NVIDIA's
+    runtime, the runc binary of containerd's runc shim on the NVIDIA_VISIBLE_DEVICES paths. ctr starts containers in
+    a network namespace of their own with loopback only (no CNI unless ``--cni``), and the arguments after the
+    container id replace the image's entrypoint and command.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    via = via or engine_paths("containerd", mode)[0]
+    argv = [ctr, "--address", address, "--namespace", CTR_NAMESPACE, "run", "--rm"]
+    if via in (PATH_ENV, PATH_ENV_CDI):
+        argv += ["--runtime", RUNC_SHIM, "--runc-binary", runtime_binary or NVIDIA_RUNTIME]
+        value = selector if via == PATH_ENV else f"{CDI_KIND}={selector}"
+        argv += ["--env", f"NVIDIA_VISIBLE_DEVICES={value}", "--env", "NVIDIA_DRIVER_CAPABILITIES=utility"]
+    elif via == PATH_CDI:
+        argv += ["--device", f"{CDI_KIND}={selector}"]
+    else:
+        raise ValueError(f"containerd gives containers GPUs through ctr's --device or NVIDIA's runtime, not {via}")
+    if search_path:
+        argv += ["--env", f"PATH={search_path}"]
+    return argv + [ref, container_id, command, *SMI_ARGS]
+
+
+def podman_argv(
+    podman: str,
+    image: str,
+    selector: str,
+    name: Optional[str] = None,
+    via: str = PATH_CDI,
+    search_path: Optional[str] = None,
+    command: str = "nvidia-smi",
+) -> List[str]:
+    """The ``podman run`` argv: ``--device nvidia.com/gpu=<selector>`` (CDI), or ``--gpus <selector>`` (Podman 5)."""
+    argv = [podman, "run", "--rm", "--network", "none"]
+    if name:
+        argv += ["--name", name]
+    if via == PATH_CDI:
+        argv += ["--device", f"{CDI_KIND}={selector}"]
+    elif via == PATH_GPUS:
+        argv += ["--gpus", selector]
+    else:
+        raise ValueError(f"Podman gives containers GPUs through --device or --gpus, not {via}")
+    if search_path:
+        argv += ["-e", f"PATH={search_path}"]
+    return argv + ["--entrypoint", command, image, *SMI_ARGS]
+
+
 def compare(expected: Sequence[str], seen: Sequence[str]) -> Tuple[bool, str]:
     """(ok, what differed): ``seen`` must be exactly ``expected``, order aside, each GPU once.
 
@@ -234,9 +371,8 @@ MISMATCH_FIX = (
 )
 
 
-def _fix(mode: str, state: Dict[str, Any], output: str = "", path: Optional[str] = None) -> str:
-    """What to do when a container did not see the GPUs it should have, by mode and path, what dockerd and the
-    container said."""
+def _common_fix(output: str) -> Optional[str]:
+    """The fixes that do not depend on the engine: the image's CUDA requirement, a driver split by an upgrade."""
     if "unsatisfied condition: cuda" in output:
         return (
             "the image requires a newer CUDA than this driver supports (its NVIDIA_REQUIRE_CUDA): set gpu_verify_image "
@@ -244,6 +380,44 @@ def _fix(mode: str, state: Dict[str, Any], output: str = "", path: Optional[str]
         )
     if "version mismatch" in output.lower():
         return MISMATCH_FIX
+    return None
+
+
+def _fix_containerd(mode: str, state: Dict[str, Any], output: str = "", path: Optional[str] = None) -> str:
+    """What to do when a containerd container did not see its GPUs."""
+    common = _common_fix(output)
+    if common:
+        return common
+    if path == PATH_ENV:
+        return (
+            f"NVIDIA's runtime {state.get('runtime_binary') or NVIDIA_RUNTIME} did not give the container its GPUs: "
+            "run gpu-install apply (nvidia_container_mode: runtime), which installs the NVIDIA Container Toolkit and "
+            "adds the nvidia runtime to containerd, and check that the toolkit matches the driver"
+        )
+    return (
+        "the CDI device nvidia.com/gpu was not resolved from the spec: regenerate the CDI spec with gpu-install apply "
+        "(nvidia_container_mode: cdi)"
+    )
+
+
+def _fix_podman(mode: str, state: Dict[str, Any], output: str = "", path: Optional[str] = None) -> str:
+    """What to do when a Podman container did not see its GPUs."""
+    common = _common_fix(output)
+    if common:
+        return common
+    spec = "gpu-install's spec (nvidia_container_mode: cdi)" if mode == "cdi" else "the toolkit's spec (runtime mode)"
+    return (
+        f"Podman gives containers GPUs from the CDI spec in /etc/cdi or /var/run/cdi: rewrite {spec} with "
+        "gpu-install apply, and check it with podman run --device nvidia.com/gpu=all"
+    )
+
+
+def _fix(mode: str, state: Dict[str, Any], output: str = "", path: Optional[str] = None) -> str:
+    """What to do when a container did not see the GPUs it should have, by mode and path, what dockerd and the
+    container said."""
+    common = _common_fix(output)
+    if common:
+        return common
     if path == PATH_GPUS and "could not select device driver" in output:
         return (
             "Docker serves --gpus only when it found NVIDIA's nvidia-container-runtime-hook on its PATH when it "
@@ -295,12 +469,58 @@ def run_command(argv: Sequence[str], timeout: float) -> Tuple[Optional[int], str
     return proc.returncode, proc.stdout.decode("utf-8", errors="replace")
 
 
+def find_cli(name: str, extra: Sequence[str] = EXTRA_BIN_DIRS) -> Optional[str]:
+    """A command's path: ``name`` itself when it is a path, else looked up on PATH and ``extra``."""
+    if os.sep in name:
+        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+    search = os.pathsep.join([os.environ.get("PATH", ""), *extra])
+    return shutil.which(name, path=search)
+
+
 def find_docker(docker: str) -> Optional[str]:
     """The Docker CLI's path: ``docker`` itself when it is a path, else looked up on PATH and EXTRA_BIN_DIRS."""
-    if os.sep in docker:
-        return docker if os.path.isfile(docker) and os.access(docker, os.X_OK) else None
-    search = os.pathsep.join([os.environ.get("PATH", ""), *EXTRA_BIN_DIRS])
-    return shutil.which(docker, path=search)
+    return find_cli(docker)
+
+
+def _section_version(text: str, section: str) -> Optional[str]:
+    """``Version:`` of a ``Client:``/``Server:`` section of ``ctr version``'s output."""
+    inside = False
+    for line in text.splitlines():
+        if not line.startswith((" ", "\t")):
+            inside = line.strip() == f"{section}:"
+            continue
+        key, _sep, value = line.strip().partition(":")
+        if inside and key == "Version" and value.strip():
+            return value.strip()
+    return None
+
+
+def containerd_state(ctr: str, address: str, timeout: float, runner: Runner = run_command) -> Dict[str, Any]:
+    """{running, client_version (ctr's), server_version, error} from ``ctr version`` (read-only; ctr prints its own
+    version before it dials containerd)."""
+    rc, out = runner([ctr, "--address", address, "--connect-timeout", "10s", "version"], timeout)
+    client, server = _section_version(out, "Client"), _section_version(out, "Server")
+    if rc != 0 or not server:
+        why = "timed out" if rc is None else _last_line(out) or f"exit code {rc}"
+        return {"running": False, "client_version": client, "server_version": None, "error": why}
+    return {"running": True, "client_version": client, "server_version": server, "error": None}
+
+
+def ctr_images(ctr: str, address: str, timeout: float, runner: Runner = run_command) -> Optional[List[str]]:
+    """The image names in gpu-install's containerd namespace (``ctr images ls -q``), or None when ctr failed."""
+    rc, out = runner([ctr, "--address", address, "--namespace", CTR_NAMESPACE, "images", "ls", "-q"], timeout)
+    return [ln.strip() for ln in out.splitlines() if ln.strip()] if rc == 0 else None
+
+
+def podman_version(podman: str, timeout: float, runner: Runner = run_command) -> Tuple[Optional[str], str]:
+    """(Podman's version from ``podman --version``, or None; what it said)."""
+    rc, out = runner([podman, "--version"], timeout)
+    match = re.search(r"version\s+(\d+\.\d+(?:\.\d+)?\S*)", out)
+    return (match.group(1) if rc == 0 and match else None), out
+
+
+def _version_tuple(version: Optional[str]) -> Tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", re.split(r"[^0-9.]", version or "", maxsplit=1)[0])[:3])
 
 
 def docker_state(docker: str, timeout: float, runner: Runner = run_command) -> Dict[str, Any]:
@@ -333,7 +553,7 @@ def image_present(docker: str, image: str, timeout: float, runner: Runner = run_
 # ---------------------------------------------------------------------------
 # The proof
 # ---------------------------------------------------------------------------
-def _result(mode: str, image: str, docker: str) -> Dict[str, Any]:
+def _result(mode: str, image: str, docker: str, engines: Sequence[str] = ("docker",)) -> Dict[str, Any]:
     return {
         "verified": False,
         "mode": mode,
@@ -345,6 +565,10 @@ def _result(mode: str, image: str, docker: str) -> Dict[str, Any]:
         "changed": False,
         "error": None,
         "blocker": None,
+        "engines": list(engines),
+        "runs": [],
+        "containerd": None,
+        "podman": None,
     }
 
 
@@ -354,16 +578,36 @@ def _fail(result: Dict[str, Any], reason: str) -> Dict[str, Any]:
     return result
 
 
+def _run(engine: str, state: Dict[str, Any]) -> Dict[str, Any]:
+    """One engine's run: its verdict, its state (CLI, daemon, versions), its checks, its pull, its error."""
+    return {
+        "engine": engine,
+        "verified": False,
+        "state": state,
+        "checks": [],
+        "pulled": False,
+        "changed": False,
+        "error": None,
+        "blocker": None,
+    }
+
+
+ArgvFor = Callable[[Dict[str, Any], Optional[str]], List[str]]
+Fixer = Callable[[str, Dict[str, Any], str, Optional[str]], str]
+
+
 def _run_check(
-    check: Dict[str, Any], argv: List[str], docker: str, name: str, timeout: float, runner: Runner
+    check: Dict[str, Any], argv: List[str], cleanup: Sequence[List[str]], timeout: float, runner: Runner, engine: str
 ) -> Dict[str, Any]:
     rc, out = runner(argv, timeout)
     if rc is None:  # the CLI was killed; the container may still run: take it away
-        runner([docker, "rm", "--force", name], 30)
+        for step in cleanup:
+            runner(step, 30)
     seen = parse_smi(out) if rc == 0 else []
     ok, differs = compare(check["expected"] or [], seen) if rc == 0 else (False, "")
     return {
         "name": check["name"],
+        "engine": engine,
         "path": check["path"],
         "selector": check["selector"],
         "argv": argv,
@@ -376,24 +620,363 @@ def _run_check(
     }
 
 
-def _check_reason(check: Dict[str, Any], mode: str, timeout: float, state: Dict[str, Any]) -> str:
+def _check_reason(check: Dict[str, Any], mode: str, timeout: float, state: Dict[str, Any], fix: Fixer = _fix) -> str:
     asked = how(check["path"], check["selector"])
-    which = f"'{check['name']}'" + (f" ({asked})" if asked != check["name"] else "")
+    label = check["name"] if check.get("engine", "docker") == "docker" else check["name"].split(" ", 1)[1]
+    engine = "" if check.get("engine", "docker") == "docker" else f"{check['engine']} "
+    which = f"'{check['name']}'" + (f" ({asked})" if asked != label else "")
     if check["rc"] is None:
         return (
-            f"The container for {which} did not finish within {timeout:g} seconds: check that "
+            f"The {engine}container for {which} did not finish within {timeout:g} seconds: check that "
             "nvidia-smi answers on the host (a hung GPU or driver shows in dmesg), or raise gpu_verify_timeout."
         )
-    fix = _fix(mode, state, check["output"], check["path"])
+    what = fix(mode, state, check["output"], check["path"])
     if check["rc"] != 0:
         line = _last_line(check["output"]) or "no output"
         if check["rc"] == 127 or "executable file not found" in line:
             line += " (nvidia-smi was not put into the container)"
-        return f"The container for {which} failed with exit code {check['rc']} ({line}): {fix}."
+        return f"The {engine}container for {which} failed with exit code {check['rc']} ({line}): {what}."
     seen = ", ".join(check["seen"]) or "no GPU"
     return (
-        f"The container for {which} saw {seen} where NVML on the host gives "
-        f"{', '.join(check['expected'] or [])} ({check['differs']}): {fix}."
+        f"The {engine}container for {which} saw {seen} where NVML on the host gives "
+        f"{', '.join(check['expected'] or [])} ({check['differs']}): {what}."
+    )
+
+
+def _planned(engine: str, checks: Sequence[Dict[str, Any]], argv_for: ArgvFor) -> List[Dict[str, Any]]:
+    return [
+        {
+            "name": c["name"],
+            "engine": engine,
+            "path": c["path"],
+            "selector": c["selector"],
+            "argv": argv_for(c, None),
+            "expected": c["expected"],
+            "seen": None,
+            "ok": None,
+            "rc": None,
+            "differs": "",
+            "output": "",
+        }
+        for c in checks
+    ]
+
+
+def _execute(
+    run: Dict[str, Any],
+    checks: Sequence[Dict[str, Any]],
+    argv_for: ArgvFor,
+    cleanup_for: Callable[[str], List[List[str]]],
+    mode: str,
+    timeout: float,
+    runner: Runner,
+    fix: Fixer,
+) -> Dict[str, Any]:
+    """One throwaway container per check; the run fails with the first failing check's reason."""
+    done: List[Dict[str, Any]] = []
+    for check in checks:
+        name = f"gpu-install-verify-{uuid.uuid4().hex[:12]}"
+        done.append(_run_check(check, argv_for(check, name), cleanup_for(name), timeout, runner, run["engine"]))
+        if done[-1]["rc"] is None:
+            break  # a hung container would hang the next ones too
+    run["checks"] = done
+    failed = [c for c in done if not c["ok"]]
+    if failed:
+        reason = _check_reason(failed[0], mode, timeout, run["state"], fix)
+        if len(done) < len(checks):
+            reason = reason[:-1] + f" (the remaining {len(checks) - len(done)} check(s) were not run)."
+        return _run_fail(run, reason)
+    run["verified"] = True
+    return run
+
+
+def _run_fail(run: Dict[str, Any], reason: str) -> Dict[str, Any]:
+    run["verified"] = False
+    run["error"] = VerifyError(reason).record()
+    return run
+
+
+def _planned_run(run: Dict[str, Any], checks: Sequence[Dict[str, Any]], argv_for: ArgvFor) -> Dict[str, Any]:
+    run["checks"] = _planned(run["engine"], checks, argv_for)
+    run["verified"] = None
+    return run
+
+
+def _verify_docker(
+    gpus: Sequence[Dict[str, Any]],
+    mode: str,
+    image: str,
+    pull: bool,
+    docker: str,
+    timeout: float,
+    check_mode: bool,
+    runner: Runner,
+) -> Dict[str, Any]:
+    """Docker's run: its default runtime (runtime mode) or its CDI devices (cdi mode)."""
+    run = _run("docker", {"path": docker, "running": None, "server_version": None, "default_runtime": None})
+    path = find_docker(docker)
+    if path is None:
+        if check_mode:
+            return _planned_run(
+                run,
+                plan_checks(gpus, mode),
+                lambda c, _n: container_argv(docker, mode, image, c["selector"], via=c["path"]),
+            )
+        return _run_fail(
+            run,
+            f"The Docker CLI {docker!r} was not found: install Docker (gpu-install apply does), "
+            "or name the docker binary (option docker), then verify again.",
+        )
+    state = docker_state(path, min(timeout, 60), runner)
+    run["state"] = {"path": path, **{k: v for k, v in state.items() if k != "error"}}
+    if not state["running"]:
+        if not check_mode:
+            return _run_fail(
+                run,
+                f"Docker is not running or does not answer ({path} info: {state['error']}): start it "
+                "(systemctl start docker) and verify again.",
+            )
+    env = image_env(path, image, timeout, runner) if state["running"] else None
+    if state["running"] and env is None:
+        absent = (
+            f"The image {image} is not on this host and pulling it is off (gpu_verify_pull: false): "
+            "load it (docker load -i FILE) or allow the pull, then verify again."
+        )
+        if not pull:
+            if not check_mode:
+                return _run_fail(run, absent)
+            run["blocker"] = VerifyError(absent).record()  # the real run would fail: a plan says so
+        elif check_mode:
+            run["changed"] = True  # the real run would pull it
+        else:
+            rc, out = runner([path, "pull", image], timeout)
+            if rc != 0:
+                why = "timed out" if rc is None else _last_line(out) or f"exit code {rc}"
+                return _run_fail(
+                    run,
+                    f"Pulling the image {image} failed ({why}): make the registry reachable from dockerd, or load the "
+                    "image (docker load -i FILE) or name one that is here (gpu_verify_image), then verify again.",
+                )
+            run["pulled"] = True
+            run["changed"] = True
+            env = image_env(path, image, timeout, runner)
+
+    checks = plan_checks(gpus, mode)
+    search_path = smi_search_path(env, host_nvidia_smi())
+
+    def argv_for(check: Dict[str, Any], name: Optional[str]) -> List[str]:
+        return container_argv(path, mode, image, check["selector"], name, via=check["path"], search_path=search_path)
+
+    if check_mode:
+        return _planned_run(run, checks, argv_for)
+    return _execute(run, checks, argv_for, lambda name: [[path, "rm", "--force", name]], mode, timeout, runner, _fix)
+
+
+def _verify_containerd(
+    gpus: Sequence[Dict[str, Any]],
+    mode: str,
+    image: str,
+    pull: bool,
+    ctr: str,
+    address: str,
+    runtime_path: str,
+    timeout: float,
+    check_mode: bool,
+    runner: Runner,
+) -> Dict[str, Any]:
+    """containerd's run through ctr, in gpu-install's namespace."""
+    ref = full_reference(image)
+    state: Dict[str, Any] = {
+        "path": ctr,
+        "address": address,
+        "namespace": CTR_NAMESPACE,
+        "running": None,
+        "client_version": None,
+        "server_version": None,
+        "runtime_binary": None,
+        "image": ref,
+    }
+    run = _run("containerd", state)
+    path = find_cli(ctr)
+    binary = find_cli(runtime_path, (*SMI_HOST_DIRS, *EXTRA_BIN_DIRS))
+    state["runtime_binary"] = binary
+    search_path = smi_search_path(None, host_nvidia_smi())
+    if path is None:
+        if check_mode:
+            checks = plan_checks(gpus, mode, "containerd")
+            return _planned_run(
+                run,
+                checks,
+                lambda c, _n: ctr_argv(ctr, mode, ref, c["selector"], "ID", c["path"], address, binary or runtime_path),
+            )
+        return _run_fail(
+            run,
+            f"containerd's CLI {ctr!r} was not found: install it with containerd (Debian's and Ubuntu's containerd "
+            "package, Docker's containerd.io), or name it (gpu_verify_ctr), then verify again.",
+        )
+    found = containerd_state(path, address, min(timeout, 60), runner)
+    state.update(path=path, **{k: v for k, v in found.items() if k != "error"})
+    if not found["running"] and not check_mode:
+        return _run_fail(
+            run,
+            f"containerd does not answer on {address} ({path} version: {found['error']}): start it "
+            "(systemctl start containerd) and verify again.",
+        )
+    checks = plan_checks(gpus, mode, "containerd", found["client_version"])
+    needs_runtime = any(c["path"] in (PATH_ENV, PATH_ENV_CDI) for c in checks)
+    if needs_runtime and binary is None and not check_mode:
+        why = (
+            "ctr gives containers GPUs through it"
+            if mode == "runtime"
+            else f"ctr {found['client_version']} has no CDI devices (ctr 2.0 has), so the CDI names go through it"
+        )
+        return _run_fail(
+            run,
+            f"NVIDIA's runtime {runtime_path!r} was not found and {why}: install the NVIDIA Container Toolkit "
+            "(gpu-install apply does), then verify again.",
+        )
+    if found["running"]:
+        names = ctr_images(path, address, timeout, runner)
+        present = names is not None and (ref in names or image in names)
+        if present and image in (names or []) and ref not in (names or []):
+            ref = image
+        if not present:
+            absent = (
+                f"The image {ref} is not in containerd's namespace {CTR_NAMESPACE} and pulling it is off "
+                f"(gpu_verify_pull: false): import it (ctr --namespace {CTR_NAMESPACE} images import FILE) or allow "
+                "the pull, then verify again."
+            )
+            if not pull:
+                if not check_mode:
+                    return _run_fail(run, absent)
+                run["blocker"] = VerifyError(absent).record()
+            elif check_mode:
+                run["changed"] = True
+            else:
+                rc, out = runner(
+                    [path, "--address", address, "--namespace", CTR_NAMESPACE, "images", "pull", ref], timeout
+                )
+                if rc != 0:
+                    why = "timed out" if rc is None else _last_line(out) or f"exit code {rc}"
+                    return _run_fail(
+                        run,
+                        f"Pulling the image {ref} into containerd failed ({why}): make the registry reachable from "
+                        f"this host, or import the image (ctr --namespace {CTR_NAMESPACE} images import FILE) or name "
+                        "one that is there (gpu_verify_image), then verify again.",
+                    )
+                run["pulled"] = True
+                run["changed"] = True
+    state["image"] = ref
+
+    def argv_for(check: Dict[str, Any], name: Optional[str]) -> List[str]:
+        return ctr_argv(
+            path or ctr,
+            mode,
+            ref,
+            check["selector"],
+            name or "ID",
+            check["path"],
+            address,
+            binary or runtime_path,
+            search_path,
+        )
+
+    def cleanup_for(name: str) -> List[List[str]]:
+        base = [path or ctr, "--address", address, "--namespace", CTR_NAMESPACE]
+        return [
+            base + ["tasks", "kill", "--signal", "SIGKILL", name],
+            base + ["tasks", "delete", "--force", name],
+            base + ["containers", "delete", name],
+        ]
+
+    if check_mode:
+        return _planned_run(run, checks, argv_for)
+    return _execute(run, checks, argv_for, cleanup_for, mode, timeout, runner, _fix_containerd)
+
+
+def _verify_podman(
+    gpus: Sequence[Dict[str, Any]],
+    mode: str,
+    image: str,
+    pull: bool,
+    podman: str,
+    timeout: float,
+    check_mode: bool,
+    runner: Runner,
+) -> Dict[str, Any]:
+    """Podman's run: CDI devices (both modes), and --gpus on Podman 5."""
+    state: Dict[str, Any] = {"path": podman, "version": None, "cdi": None, "image": image}
+    run = _run("podman", state)
+    path = find_cli(podman)
+    if path is None:
+        if check_mode:
+            return _planned_run(
+                run,
+                plan_checks(gpus, mode, "podman"),
+                lambda c, _n: podman_argv(podman, image, c["selector"], via=c["path"]),
+            )
+        return _run_fail(
+            run,
+            f"Podman ({podman!r}) was not found: install it, or leave podman out of gpu_install_container_engines, "
+            "then verify again.",
+        )
+    version, said = podman_version(path, min(timeout, 60), runner)
+    state.update(path=path, version=version, cdi=version is not None and _version_tuple(version) >= PODMAN_CDI)
+    if version is None and not check_mode:
+        return _run_fail(run, f"{path} --version did not answer ({_last_line(said) or 'no output'}): reinstall Podman.")
+    if version is not None and not state["cdi"] and not check_mode:
+        return _run_fail(
+            run,
+            f"Podman {version} reads no CDI specs (Podman 4.1 and newer do), so its containers cannot get NVIDIA GPUs: "
+            "upgrade Podman to 4.1 or newer, then verify again.",
+        )
+    ref = image
+    env = image_env(path, image, timeout, runner) if version else None
+    if env is None and version and full_reference(image) != image:
+        env = image_env(path, full_reference(image), timeout, runner)
+        ref = full_reference(image) if env is not None else image
+    if version and env is None:
+        absent = (
+            f"The image {image} is not in Podman's store and pulling it is off (gpu_verify_pull: false): load it "
+            "(podman load -i FILE) or allow the pull, then verify again."
+        )
+        if not pull:
+            if not check_mode:
+                return _run_fail(run, absent)
+            run["blocker"] = VerifyError(absent).record()
+        elif check_mode:
+            run["changed"] = True
+        else:
+            ref = full_reference(image)
+            rc, out = runner([path, "pull", ref], timeout)
+            if rc != 0:
+                why = "timed out" if rc is None else _last_line(out) or f"exit code {rc}"
+                return _run_fail(
+                    run,
+                    f"Pulling the image {ref} with Podman failed ({why}): make the registry reachable, or load the "
+                    "image (podman load -i FILE) or name one that is here (gpu_verify_image), then verify again.",
+                )
+            run["pulled"] = True
+            run["changed"] = True
+            env = image_env(path, ref, timeout, runner)
+    state["image"] = ref
+    checks = plan_checks(gpus, mode, "podman", version)
+    search_path = smi_search_path(env, host_nvidia_smi())
+
+    def argv_for(check: Dict[str, Any], name: Optional[str]) -> List[str]:
+        return podman_argv(path or podman, ref, check["selector"], name, check["path"], search_path)
+
+    if check_mode:
+        return _planned_run(run, checks, argv_for)
+    return _execute(
+        run,
+        checks,
+        argv_for,
+        lambda name: [[path or podman, "rm", "--force", name]],
+        mode,
+        timeout,
+        runner,
+        _fix_podman,
     )
 
 
@@ -406,11 +989,21 @@ def verify(
     check_mode: bool = False,
     nvml_library: Optional[str] = None,
     runner: Runner = run_command,
+    engines: Sequence[str] = ("docker",),
+    ctr: str = "ctr",
+    containerd_address: str = CONTAINERD_SOCKET,
+    runtime_path: str = NVIDIA_RUNTIME,
+    podman: str = "podman",
 ) -> Dict[str, Any]:
-    """Prove that containers started through ``mode`` see NVML's GPUs; the result dict, never raises."""
-    result = _result(mode, image, docker)
+    """Prove that containers started through ``mode`` on each of ``engines`` see NVML's GPUs; the result dict,
+    never raises."""
+    engines = list(dict.fromkeys(engines or ["docker"]))
+    result = _result(mode, image, docker, engines)
     if mode not in MODES:
         return _fail(result, f"nvidia_container_mode is {mode!r}: verify knows {' and '.join(MODES)}.")
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        return _fail(result, f"verify knows the engines {', '.join(ENGINES)}, not {', '.join(unknown)}.")
 
     # Outside: NVML is the truth the containers are compared with.
     outside = nvml.read(nvml_library)
@@ -444,93 +1037,32 @@ def verify(
                 "nvidia-smi and dmesg (Xid errors), reset or replace it, then verify again.",
             )
 
-    # The Docker CLI, the daemon, the image.
-    path = find_docker(docker)
-    if path is None:
-        if check_mode:
-            result["checks"] = _planned(plan_checks(gpus, mode), docker, mode, image, None)
-            result["verified"] = None
-            return result
-        return _fail(
-            result,
-            f"The Docker CLI {docker!r} was not found: install Docker (gpu-install apply does), "
-            "or name the docker binary (option docker), then verify again.",
-        )
-    state = docker_state(path, min(timeout, 60), runner)
-    result["docker"] = {"path": path, **{k: v for k, v in state.items() if k != "error"}}
-    if not state["running"]:
-        if not check_mode:
-            return _fail(
-                result,
-                f"Docker is not running or does not answer ({path} info: {state['error']}): start it "
-                "(systemctl start docker) and verify again.",
+    # Inside, per engine.
+    for engine in engines:
+        if engine == "docker":
+            run = _verify_docker(gpus, mode, image, pull, docker, timeout, check_mode, runner)
+            result["docker"] = run["state"]
+        elif engine == "containerd":
+            run = _verify_containerd(
+                gpus, mode, image, pull, ctr, containerd_address, runtime_path, timeout, check_mode, runner
             )
-    env = image_env(path, image, timeout, runner) if state["running"] else None
-    if state["running"] and env is None:
-        absent = (
-            f"The image {image} is not on this host and pulling it is off (gpu_verify_pull: false): "
-            "load it (docker load -i FILE) or allow the pull, then verify again."
-        )
-        if not pull:
-            if not check_mode:
-                return _fail(result, absent)
-            result["blocker"] = VerifyError(absent).record()  # the real run would fail: a plan says so
-        elif check_mode:
-            result["changed"] = True  # the real run would pull it
+            result["containerd"] = run["state"]
         else:
-            rc, out = runner([path, "pull", image], timeout)
-            if rc != 0:
-                why = "timed out" if rc is None else _last_line(out) or f"exit code {rc}"
-                return _fail(
-                    result,
-                    f"Pulling the image {image} failed ({why}): make the registry reachable from dockerd, or load the "
-                    "image (docker load -i FILE) or name one that is here (gpu_verify_image), then verify again.",
-                )
-            result["pulled"] = True
-            result["changed"] = True
-            env = image_env(path, image, timeout, runner)
-
-    checks = plan_checks(gpus, mode)
-    search_path = smi_search_path(env, host_nvidia_smi())
+            run = _verify_podman(gpus, mode, image, pull, podman, timeout, check_mode, runner)
+            result["podman"] = run["state"]
+        result["runs"].append(run)
+        result["checks"].extend(run["checks"])
+        result["pulled"] = result["pulled"] or run["pulled"]
+        result["changed"] = result["changed"] or run["changed"]
+        if result["blocker"] is None and run["blocker"] is not None:
+            result["blocker"] = run["blocker"]
     if check_mode:
-        result["checks"] = _planned(checks, path, mode, image, search_path)
         result["verified"] = None
         return result
-
-    # Inside: one throwaway container per check.
-    done: List[Dict[str, Any]] = []
-    for check in checks:
-        name = f"gpu-install-verify-{uuid.uuid4().hex[:12]}"
-        argv = container_argv(path, mode, image, check["selector"], name, via=check["path"], search_path=search_path)
-        done.append(_run_check(check, argv, path, name, timeout, runner))
-        if done[-1]["rc"] is None:
-            break  # a hung container would hang the next ones too
-    result["checks"] = done
-    failed = [c for c in done if not c["ok"]]
+    failed = [run for run in result["runs"] if run["error"] is not None]
     if failed:
-        reason = _check_reason(failed[0], mode, timeout, state)
-        if len(done) < len(checks):
-            reason = reason[:-1] + f" (the remaining {len(checks) - len(done)} check(s) were not run)."
-        return _fail(result, reason)
+        result["verified"] = False
+        result["error"] = failed[0]["error"]
+        return result
     result["verified"] = True
     return result
-
-
-def _planned(
-    checks: Sequence[Dict[str, Any]], docker: str, mode: str, image: str, search_path: Optional[str]
-) -> List[Dict[str, Any]]:
-    return [
-        {
-            "name": c["name"],
-            "path": c["path"],
-            "selector": c["selector"],
-            "argv": container_argv(docker, mode, image, c["selector"], via=c["path"], search_path=search_path),
-            "expected": c["expected"],
-            "seen": None,
-            "ok": None,
-            "rc": None,
-            "differs": "",
-            "output": "",
-        }
-        for c in checks
-    ]

@@ -30,6 +30,14 @@ description:
     no GPU, the Docker CLI missing or the daemon not running, the image absent with O(pull=false) (or its pull
     failing), a container that fails or times out, or a container that sees other GPUs than NVML.
   - Never changes a GPU setting. The only change it can make is pulling O(image) (then C(changed) is true).
+  - O(engines) runs the proof once per container engine, each check naming its C(engine) - C(docker) as above;
+    C(containerd) through its CLI C(ctr) in the namespace C(gpu-install) (O(image) pulled there by its fully qualified
+    name, C(docker.io/library/debian:bookworm-slim)), with NVIDIA's runtime as the runc binary of containerd's runc
+    shim (C(ctr run --runtime io.containerd.runc.v2 --runc-binary <runtime_path>)) and C(NVIDIA_VISIBLE_DEVICES) in
+    runtime mode, and C(--device nvidia.com/gpu=...) in cdi mode (C(ctr) 2.0 and newer; C(ctr) 1.7 has no CDI flag,
+    so there NVIDIA's runtime is given the CDI names, C(NVIDIA_VISIBLE_DEVICES=nvidia.com/gpu=all)); C(podman) with
+    C(--device nvidia.com/gpu=...) in both modes (Podman 4.1 and newer) and, on Podman 5, C(--gpus all) and
+    C(--gpus <uuid>), which Podman maps to the same CDI devices.
 author:
   - gpu-install maintainers
 options:
@@ -57,6 +65,31 @@ options:
     description: Seconds each Docker command (the pull, each container) may take before the check fails.
     type: int
     default: 120
+  engines:
+    description:
+      - The container engines to prove it on, in order (the role passes C(ansible_facts.gpu_install.engines)).
+    type: list
+    elements: str
+    choices: [docker, containerd, podman]
+    default: [docker]
+  ctr:
+    description: containerd's CLI, a path or a name looked up on C(PATH) (and the directories O(docker) is).
+    type: str
+    default: ctr
+  containerd_address:
+    description: containerd's socket, which C(ctr) dials.
+    type: path
+    default: /run/containerd/containerd.sock
+  runtime_path:
+    description:
+      - NVIDIA's runtime, which C(ctr) runs as runc's binary; a name is looked up on C(PATH) and the usual bin
+        directories.
+    type: str
+    default: nvidia-container-runtime
+  podman:
+    description: The Podman CLI, a path or a name looked up on C(PATH).
+    type: str
+    default: podman
   nvml_library:
     description:
       - The NVML library to load. Default C(libnvidia-ml.so.1) through the linker, then the driver directories
@@ -84,6 +117,11 @@ EXAMPLES = r"""
 - name: Prove that containers get the GPUs through Docker's default runtime
   gpu_install.nvidia.gpu_verify:
   register: verify
+
+- name: Prove it on Docker, on the containerd a kubelet uses, and on Podman
+  gpu_install.nvidia.gpu_verify:
+    mode: cdi
+    engines: [docker, containerd, podman]
 
 - name: Prove it through CDI with a preloaded image on an air-gapped host
   gpu_install.nvidia.gpu_verify:
@@ -126,13 +164,38 @@ docker:
   type: dict
 checks:
   description: >-
-    One per container - C(name) (C(all), C(index 0), C(UUID GPU-...), C(--gpus all), C(--gpus device=GPU-...)),
-    C(path) (how the container asks for GPUs - C(NVIDIA_VISIBLE_DEVICES), C(--gpus) or C(--device)), C(selector),
+    One per container, every engine's in turn - C(name) (C(all), C(index 0), C(UUID GPU-...), C(--gpus all),
+    C(--gpus device=GPU-...); another engine's prefixed with it, C(containerd all)),
+    C(engine), C(path) (how the container asks for GPUs - C(NVIDIA_VISIBLE_DEVICES), C(--gpus), C(--device), or
+    C(NVIDIA_VISIBLE_DEVICES=nvidia.com/gpu) for CDI names given to NVIDIA's runtime), C(selector),
     C(argv), C(expected) (NVML's UUIDs), C(seen) (nvidia-smi's inside), C(ok), C(rc), C(differs) (what differed)
     and C(output) (its tail).
   returned: always
   type: list
   elements: dict
+engines:
+  description: O(engines), in the order they were verified.
+  returned: always
+  type: list
+  elements: str
+  sample: [docker, containerd]
+runs:
+  description: >-
+    One per engine - C(engine), C(verified) (null in check mode), C(state) (the engine's CLI and versions), C(checks)
+    (as in RV(checks)), C(pulled), C(changed), C(error) (the engine's failure, or null) and C(blocker) (check mode).
+  returned: always
+  type: list
+  elements: dict
+containerd:
+  description: >-
+    containerd's state when it is among O(engines) - C(path) of ctr, C(address), C(namespace), C(running),
+    C(client_version), C(server_version), C(runtime_binary) and C(image) (the reference run); else null.
+  returned: always
+  type: dict
+podman:
+  description: Podman's state when it is among O(engines) - C(path), C(version), C(cdi) and C(image); else null.
+  returned: always
+  type: dict
 gpu_install_error:
   description: On failure, code 8 and the reason.
   returned: failure
@@ -160,6 +223,11 @@ def main() -> None:
             "docker": {"type": "str", "default": "docker"},
             "timeout": {"type": "int", "default": verify.DEFAULT_TIMEOUT},
             "nvml_library": {"type": "path"},
+            "engines": {"type": "list", "elements": "str", "default": ["docker"], "choices": list(verify.ENGINES)},
+            "ctr": {"type": "str", "default": "ctr"},
+            "containerd_address": {"type": "path", "default": verify.CONTAINERD_SOCKET},
+            "runtime_path": {"type": "str", "default": verify.NVIDIA_RUNTIME},
+            "podman": {"type": "str", "default": "podman"},
         },
         supports_check_mode=True,
     )
@@ -175,6 +243,11 @@ def main() -> None:
         timeout=p["timeout"],
         check_mode=module.check_mode,
         nvml_library=p["nvml_library"],
+        engines=p["engines"] or ["docker"],
+        ctr=p["ctr"],
+        containerd_address=p["containerd_address"],
+        runtime_path=p["runtime_path"],
+        podman=p["podman"],
     )
     error = result.pop("error")
     blocker = result.pop("blocker")
@@ -182,7 +255,9 @@ def main() -> None:
         module.fail_json(msg=error["reason"], gpu_install_error=error, **result)
     if result["changed"] and module._diff:
         verb = "pulled" if result["pulled"] else "would pull"
-        result["diff"] = {"prepared": f"gpu_verify {verb} the image {p['image']}, which was not on the host"}
+        where = [r["engine"] for r in result["runs"] if r["changed"]]
+        into = "" if where in ([], ["docker"]) else f" into {', '.join(where)}"
+        result["diff"] = {"prepared": f"gpu_verify {verb} the image {p['image']}{into}, which was not on the host"}
     if blocker is not None:
         module.warn(blocker["reason"])
         result["gpu_install_blocker"] = blocker

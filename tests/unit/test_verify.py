@@ -632,7 +632,11 @@ def test_module_documentation_parses():
 
     doc = ansible_doc("gpu_verify")
     options = doc["doc"]["options"]
-    assert set(options) == {"mode", "image", "pull", "docker", "timeout", "nvml_library"}
+    assert set(options) == {
+        *("mode", "image", "pull", "docker", "timeout", "nvml_library"),
+        *("engines", "ctr", "containerd_address", "runtime_path", "podman"),
+    }
+    assert options["engines"]["default"] == ["docker"]
     assert options["image"]["default"] == "debian:bookworm-slim"
     assert {"verified", "checks", "nvml", "gpu_install_error"} <= set(doc["return"])
 
