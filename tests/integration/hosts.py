@@ -393,6 +393,59 @@ def prepare(suites: Sequence[str] = SUITES) -> dict[str, str]:
     return tags
 
 
+# --- prepared layers ---------------------------------------------------------
+
+
+def bridge_gateway() -> str:
+    """The Docker bridge's gateway: this machine, where apt-cacher-ng listens for the hosts."""
+    fmt = "{{(index .IPAM.Config 0).Gateway}}"
+    return docker("network", "inspect", "-f", fmt, "bridge").stdout.decode().strip()
+
+
+def layer_tag(suite: str, name: str, script: str, key: Sequence[str | bytes] = ()) -> str:
+    return f"{REPO}:{suite}-{name}-{_sha(venv_tag(suite), name, script, *key)}"
+
+
+def ensure_layer(suite: str, name: str, script: str, files: Path | None = None, key: Sequence[str | bytes] = ()) -> str:
+    """The suite's venv image plus what ``script`` installs: a test file's own prepared host image.
+
+    The script runs as root with ``sh -eu`` in a one-off container of the venv image (no systemd), apt reaching
+    deb.debian.org through apt-cacher-ng as the hosts' apt does; ``files`` is mounted read-only at /layer.
+    Keyed by the venv tag, ``name``, the script's text and ``key`` (what ``files`` are made from: the caller
+    names it), committed as ``local/gpu-install-host:<suite>-<name>-<key>`` and saved like the other layers.
+    apt's lists and archives are emptied afterwards (a host runs apt-get update before it installs anything).
+    """
+    tag = layer_tag(suite, name, script, key)
+    with _locked("images"):
+        if _restore(tag):
+            return tag
+        base = ensure_venv_image(suite)
+        log(f"{suite}: preparing the {name} layer -> {tag}")
+        began = time.monotonic()
+        proxy = f'Acquire::http::Proxy::deb.debian.org "http://{bridge_gateway()}:{ACNG_PORT}";'
+        wrapped = (
+            f"set -eu\nprintf '%s\\n' '{proxy}' > /etc/apt/apt.conf.d/01gpuit-proxy\n{script}\n"
+            "rm -f /etc/apt/apt.conf.d/01gpuit-proxy\napt-get clean\nrm -rf /var/lib/apt/lists/*\n"
+        )
+        name_ = f"{PREFIX}layer-{suite}-{name}-{os.getpid()}"
+        docker("rm", "-f", name_, check=False)
+        mounts = ["-v", f"{files}:/layer:ro"] if files is not None else []
+        try:
+            proc = docker(
+                "run", "--name", name_, "--label", f"{OWNER_LABEL}={os.getpid()}", *mounts, base, "sh", "-c", wrapped,
+                check=False,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                out = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+                raise RuntimeError(f"{suite}: preparing the {name} layer failed:\n{out[-4000:]}")
+            docker("commit", "--change", 'CMD ["/lib/systemd/systemd"]', name_, tag)
+        finally:
+            docker("rm", "-f", name_, check=False)
+        log(f"{suite}: {name} layer prepared in {time.monotonic() - began:.0f} s; saving a copy")
+        _save(tag)
+    return tag
+
+
 # --- the project wheel ---------------------------------------------------------
 
 
@@ -569,7 +622,8 @@ class HostFactory:
         self.images = dict(images)
         self.hosts: list[Host] = []
 
-    def __call__(self, suite: str) -> Host:
+    def __call__(self, suite: str, image: str | None = None, tmpfs: Sequence[str] = ()) -> Host:
+        """A fresh host of the suite's image (or of ``image``, a layer made from it), with more tmpfs mounts."""
         if suite not in self.images:
             self.images.update(prepare([suite]))
         with _counter_lock:
@@ -578,7 +632,7 @@ class HostFactory:
         volume = f"{name}-docker"
         owner = f"{OWNER_LABEL}={os.getpid()}"
         docker("volume", "create", "--label", owner, volume)
-        host = Host(name=name, suite=suite, image=self.images[suite], _volume=volume)
+        host = Host(name=name, suite=suite, image=image or self.images[suite], _volume=volume)
         self.hosts.append(host)
         began = time.monotonic()
         try:
@@ -592,6 +646,7 @@ class HostFactory:
                 "--label",
                 owner,
                 *RUN_FLAGS,
+                *(arg for path in tmpfs for arg in ("--tmpfs", path)),
                 "-v",
                 f"{volume}:/var/lib/docker",
                 host.image,

@@ -74,7 +74,8 @@ def test_playbooks_pass_syntax_check_by_fqcn(galaxy_collections, playbook, tmp_p
 
 
 @pytest.mark.parametrize(
-    "role", ["gpu_install", "nvidia_driver", "docker", "nvidia_container", "nvidia_persistenced", "gpu_verify"]
+    "role",
+    ["gpu_install", "nvidia_driver", "docker", "containerd", "nvidia_container", "nvidia_persistenced", "gpu_verify"],
 )
 def test_ansible_doc_lists_each_roles_argument_spec(galaxy_collections, role):
     _tarball, dest = galaxy_collections
