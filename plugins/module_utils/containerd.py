@@ -565,16 +565,17 @@ def effective_section(rel: Release, sources: Sequence[Tuple[str, Doc]]) -> Doc:
     return section
 
 
-def template_runtime(section: Doc, sch: Schema, runtime_name: str) -> Doc:
-    """The runtime entry NVIDIA's is made from: the default runtime's unless it is nvidia*, else runc's, else crun's,
-    else a bare runc v2 entry (toolkit 1.20.0 GetDefaultRuntimeOptions)."""
-    runtimes = get_path(section, sch.runtimes) or {}
+def template_runtime(section: Doc, sch: Schema, runtime_name: str, stock: Optional[Doc] = None) -> Doc:
+    """The runtime entry NVIDIA's is made from: the default runtime's unless it is nvidia*, else runc's, else crun's
+    (toolkit 1.20.0 GetDefaultRuntimeOptions), from the user's section, else from containerd's own defaults
+    (``stock``: the runtimes of `containerd config default`), else a bare runc v2 entry."""
     default = get_path(section, sch.default_runtime_name)
     names = [default] if isinstance(default, str) and default and not default.startswith("nvidia") else []
-    for name in names + list(TEMPLATE_RUNTIMES):
-        entry = runtimes.get(name) if isinstance(runtimes, dict) else None
-        if isinstance(entry, dict) and name != runtime_name:
-            return deep_copy(entry)
+    for runtimes in (get_path(section, sch.runtimes), stock):
+        for name in names + list(TEMPLATE_RUNTIMES):
+            entry = runtimes.get(name) if isinstance(runtimes, dict) else None
+            if isinstance(entry, dict) and name != runtime_name:
+                return deep_copy(entry)
     return {"runtime_type": RUNC_V2}
 
 
@@ -585,11 +586,13 @@ class Options(NamedTuple):
     default_runtime: bool = False
 
 
-def wanted(rel: Release, section: Doc, sch: Schema, options: Options) -> List[Tuple[Tuple[str, ...], Any]]:
+def wanted(
+    rel: Release, section: Doc, sch: Schema, options: Options, stock: Optional[Doc] = None
+) -> List[Tuple[Tuple[str, ...], Any]]:
     """The keys gpu-install sets (paths relative to the CRI plugin's table) given the user's effective section."""
     keys: List[Tuple[Tuple[str, ...], Any]] = []
     if options.mode == "runtime":
-        entry = template_runtime(section, sch, options.runtime_name)
+        entry = template_runtime(section, sch, options.runtime_name, stock)
         if not isinstance(entry.get("options"), dict):
             entry["options"] = {}
         entry["options"]["BinaryName"] = options.runtime_path
@@ -614,13 +617,21 @@ def wanted(rel: Release, section: Doc, sch: Schema, options: Options) -> List[Tu
     return keys
 
 
-def drop_in_doc(rel: Release, version: int, section: Doc, options: Options) -> Optional[Doc]:
-    """The drop-in's document, or None when containerd needs nothing from gpu-install."""
+def drop_in_doc(
+    rel: Release, version: int, section: Doc, options: Options, stock: Optional[Doc] = None
+) -> Optional[Doc]:
+    """The drop-in's document, or None when containerd needs nothing from gpu-install.
+
+    ``stock``: the runtimes containerd has when a config names none (`containerd config default`). containerd 1.x
+    decodes a section's ``runtimes`` table over its default map by replacing the map, so a drop-in that names only
+    our runtime would take runc away; there the drop-in names containerd's own runtimes too."""
     sch = schema(version)
-    keys = wanted(rel, section, sch, options)
+    keys = wanted(rel, section, sch, options, stock)
     if not keys:
         return None
     body: Doc = deep_copy(section) if rel.replaces_sections else {}
+    if rel.replaces_sections and options.mode == "runtime" and not isinstance(get_path(body, sch.runtimes), dict):
+        set_path(body, sch.runtimes, deep_copy(stock or {}))
     for path, value in keys:
         set_path(body, path, value)
     return {"version": version, "plugins": {sch.plugin: body}}
@@ -721,6 +732,19 @@ def dump_problems(dump: Doc, before: Optional[Doc], rel: Release, options: Optio
     return problems
 
 
+def stock_runtimes(containerd: str, rel: Release, run: Runner = _run) -> Optional[Doc]:
+    """The runtimes containerd has when its configuration names none (`containerd config default`)."""
+    rc, out, _err = run([containerd, "config", "default"], 60)
+    if rc != 0:
+        return None
+    try:
+        found = get_path(loads(out.encode("utf-8"), "config default"), ("plugins", schema(rel.config_version).plugin))
+    except ContainerdError:
+        return None
+    runtimes = get_path(found, schema(rel.config_version).runtimes)
+    return runtimes if isinstance(runtimes, dict) else None
+
+
 def unit_active(run: Runner = _run) -> Optional[bool]:
     if not systemd_running():
         return None
@@ -801,8 +825,8 @@ class Plan(NamedTuple):
         return self.config_changed or self.drop_in_changed
 
 
-def plan(path: str, drop_in: str, options: Options, version: Tuple[int, ...]) -> Plan:
-    """What config.toml and the drop-in become; reads only."""
+def plan(path: str, drop_in: str, options: Options, version: Tuple[int, ...], stock: Optional[Doc] = None) -> Plan:
+    """What config.toml and the drop-in become; reads only. ``stock``: containerd's default runtimes."""
     if options.mode not in MODES:
         raise ContainerdError(errors.INVALID_INPUT, f"mode must be runtime or cdi, not {options.mode!r}.")
     rel = release(version)
@@ -846,9 +870,13 @@ def plan(path: str, drop_in: str, options: Options, version: Tuple[int, ...]) ->
     section = effective_section(rel, sources)
     disabled = (doc or {}).get("disabled_plugins")
     if isinstance(disabled, list) and any(p in disabled for p in CRI_PLUGIN_IDS):
-        warnings.append(f"{path} disables the CRI plugin; Kubernetes cannot use containerd until it is enabled.")
+        raise ContainerdError(
+            errors.UNSUPPORTED,
+            f"{path} disables containerd's CRI plugin (disabled_plugins), the only part of containerd gpu-install "
+            "configures; enable it, or leave containerd out of gpu_install_container_engines.",
+        )
 
-    new_doc = drop_in_doc(rel, version_out, section, options)
+    new_doc = drop_in_doc(rel, version_out, section, options, stock)
     drop_after = dumps(new_doc, header(path, rel)).encode("utf-8") if new_doc is not None else None
     if drop_after is not None:
         loads(drop_after, drop_in)  # the emitter's output reads back
@@ -965,7 +993,7 @@ def configure(
         )
     version = installed_version(containerd, run)
     options = options._replace(runtime_path=resolve_runtime_path(options.runtime_path))
-    p = plan(path, drop_in, options, version)
+    p = plan(path, drop_in, options, version, stock_runtimes(containerd, release(version), run))
     result.update(config_version=p.version, plugin_id=p.plugin_id, warnings=list(p.warnings))
     if not p.changed:
         result["msg"] = "containerd's configuration already has what gpu-install sets"
