@@ -1462,7 +1462,15 @@ def detect_containerd(host: Host, packages: Packages, kubelet: Facts) -> Facts:
     major = _version_tuple(version)[:1]
     key = (major[0] if major and major[0] in (1, 2) else None, config_version or 1)
     off_names = CRI_DISABLED_BY.get(key, CRI_DISABLED_BY[(None, 2)])
-    cri = present and not any(name in off_names for name in disabled)
+    # A version 2/3 file must name plugins by URI: containerd refuses to start on a bare id there ('invalid disabled
+    # plugin URI "cri" expect io.containerd.x.vx', seen with Debian's 1.7.24), so nothing of it runs.
+    bare = [name for name in disabled if "." not in name]
+    if (config_version or 1) >= 2 and bare and config_error is None:
+        config_error = (
+            f"disabled_plugins names {_clean(bare[0], 60)!r}, but a version {config_version} file names plugins by "
+            "URI (io.containerd.x.vx): containerd refuses to start with it"
+        )
+    cri = present and not any(name in off_names for name in disabled) and not ((config_version or 1) >= 2 and bare)
     uses = bool(kubelet.get("present")) and _socket_path(str(kubelet.get("endpoint") or "")) == socket
     return {
         "present": present,

@@ -90,8 +90,8 @@ def test_dockers_containerd_io_config_without_version_is_version_1_with_cri_off(
 @pytest.mark.parametrize(
     "package, version, disabled, cri",
     [
-        # A version 2 file's list names plugin URIs on containerd 1.x: the id "cri" disables nothing there.
-        (CONTAINERD, 2, "cri", True),
+        # A version 2 file's list names plugin URIs: containerd refuses to start on the id "cri" there.
+        (CONTAINERD, 2, "cri", False),
         (CONTAINERD, 2, "io.containerd.grpc.v1.cri", False),
         (CONTAINERD, 1, "io.containerd.grpc.v1.cri", True),
         (CONTAINERD_2, 3, "io.containerd.cri.v1.runtime", False),
@@ -105,6 +105,13 @@ def test_cri_is_off_only_by_the_name_that_containerd_version_and_file_version_ma
     config = f'version = {version}\ndisabled_plugins = ["{disabled}"]\n'
     containerd = gpu_detect.detect(tree(tmp_path, [package], {"etc/containerd/config.toml": config}))["containerd"]
     assert containerd["cri_enabled"] is cri
+
+
+def test_a_bare_plugin_id_in_a_version_2_file_is_the_error_containerd_refuses_to_start_on(tmp_path):
+    config = 'version = 2\ndisabled_plugins = ["cri"]\n'
+    containerd = gpu_detect.detect(tree(tmp_path, [CONTAINERD], {"etc/containerd/config.toml": config}))["containerd"]
+    assert containerd["config_error"].startswith("disabled_plugins names 'cri', but a version 2 file names plugins")
+    assert containerd["cri_enabled"] is False
 
 
 def test_a_config_with_cri_off_is_not_taken_by_auto_and_docker_is_installed(tmp_path):
