@@ -26,8 +26,9 @@
 #            --device itself, from /etc/cdi and /var/run/cdi) with plain runc: nvidia-smi -L and both kernels
 # Every nvidia-smi -L inside is compared with NVML's UUIDs outside (read here, never written down). Each run adds
 # a row to $OUT/results.tsv (mode, path, workload, exit code, last line); $OUT/table.md is made from it; the
-# configs written, config dumps, plugin lists, ansible output, the spec and containerd's logs go into
-# $OUT/details.tar.gz. Changes no GPU setting.
+# configs written, config dumps, plugin lists, ansible output, the specs, start times (ctr-start.md) and containerd's
+# logs go into $OUT/details.tar.gz. Both modes end with gpu-install's own proof, the gpu_verify module with engines
+# [containerd], against this containerd. Changes no GPU setting.
 # NOGPU=1 rehearses it on a machine without a GPU (a test host): GPU rows fail there, all else must pass.
 # WHEELS=dist installs only this checkout's wheel (a venv that has Ansible already, e.g. a test host's).
 set -uo pipefail
@@ -316,6 +317,37 @@ workloads() { # workloads MODE PATH CTR-RUN-ARGS...: nvidia-smi -L (UUIDs compar
     n=$((n + 1)); try "$mode" "$path" "CUDA kernel (PTX, JIT)" ctr run --rm "$@" "$IMAGE" "p$n" vadd-ptx
 }
 
+# gpu_verify MODE: gpu-install's own proof (module gpu_install.nvidia.gpu_verify, engines [containerd]) against this
+# containerd, the image imported into gpu-install's namespace beforehand (no registry here: pull false).
+gpu_verify() {
+    local mode=$1
+    step "gpu_install.nvidia.gpu_verify, engines [containerd], $mode mode"
+    ctr --namespace gpu-install image ls -q | grep -qx "$IMAGE" || ctr --namespace gpu-install image import "$STATE/cuda-base.oci.tar" >/dev/null
+    ansible_module gpu_verify "{\"engines\": [\"containerd\"], \"mode\": \"$mode\", \"image\": \"$IMAGE\", \"pull\": false,
+        \"containerd_address\": \"$SOCK\"}" >"$D/ansible-gpu_verify-$mode.txt" 2>&1
+    local code=$? said
+    grep -E '^localhost|"(msg|reason|verified|ok|path|seen)"' "$D/ansible-gpu_verify-$mode.txt" | head -n 40
+    echo "(exit $code)"
+    said=$(grep -oE '^localhost \| [A-Z]+|"msg": ".*"' "$D/ansible-gpu_verify-$mode.txt" | sed -e 's/^localhost | //' \
+        -e 's/"msg": //' | tr '\n|' '  ' | cut -c1-160)
+    printf '%s\t%s\t%s\t%s\t%s\n' "$mode" "gpu_verify, engines [containerd]" "ansible localhost -m" "$code" "$said" >>"$RES"
+}
+
+# starts LABEL CTR-RUN-ARGS...: start-to-exit of `ctr run --rm ... true`, 10 runs, median and range in ms.
+starts() {
+    local label=$1 t0 t1 i ms=()
+    shift
+    for i in $(seq 1 10); do
+        n=$((n + 1))
+        t0=$(date +%s%N)
+        ctr run --rm "$@" "$IMAGE" "p$n" true >/dev/null 2>&1 || { echo "$label: a run failed"; return 0; }
+        t1=$(date +%s%N)
+        ms+=($(((t1 - t0) / 1000000)))
+    done
+    mapfile -t ms < <(printf '%s\n' "${ms[@]}" | sort -n)
+    printf '| %s | %s | %s | %s |\n' "$label" "${ms[5]}" "${ms[0]}" "${ms[9]}" | tee -a "$D/ctr-start.md"
+}
+
 runtime_mode() { # runtime_mode MODE: NVIDIA's runtime's own mode in its config.toml (auto is the package's)
     nvidia-ctk config --in-place --set "nvidia-container-runtime.mode=$1" && 
         grep -E '^\s*mode\s*=' /etc/nvidia-container-runtime/config.toml
@@ -364,6 +396,19 @@ EOF
     cp /var/run/cdi/nvidia.yaml "$D/spec-toolkit.yaml" 2>/dev/null
     rm -f /var/run/cdi/nvidia.yaml
 
+    gpu_verify runtime
+    step "start to exit of ctr run --rm IMAGE true (ms, 10 runs each)"
+    printf '| ctr run | median | min | max |\n| --- | ---: | ---: | ---: |\n' | tee "$D/ctr-start.md"
+    starts "runc (no GPU)"
+    starts "--runc-binary nvidia-container-runtime (auto: jit-cdi), NVIDIA_VISIBLE_DEVICES=all" "${rargs[@]}" \
+        --env NVIDIA_VISIBLE_DEVICES=all
+    nvidia-ctk cdi generate --output=/var/run/cdi/nvidia.yaml >/dev/null 2>&1
+    runtime_mode cdi >/dev/null
+    starts "--runc-binary nvidia-container-runtime (cdi, the toolkit's spec), NVIDIA_VISIBLE_DEVICES=all" "${rargs[@]}" \
+        --env NVIDIA_VISIBLE_DEVICES=all
+    cp "$STATE/ncr-config.toml.before" /etc/nvidia-container-runtime/config.toml
+    rm -f /var/run/cdi/nvidia.yaml
+
     step "ctr run --gpus 0 (containerd's contrib/nvidia: the nvidia-container-cli hook of libnvidia-container)"
     n=$((n + 1)); try "ctr --gpus" "--gpus 0 (needs libnvidia-container: a stand-in in the fixture)" "nvidia-smi -L" \
         ctr run --rm --gpus 0 "$IMAGE" "p$n" sh -c "nvidia-smi -L 2>/dev/null || $SMI -L"
@@ -389,6 +434,9 @@ phase_cdi() {
         i=$((i + 1))
     done <"$STATE/uuids-outside"
     n=$((n + 1)); try cdi "no --device (must fail: no GPU)" "CUDA kernel (SASS)" ctr run --rm "$IMAGE" "p$n" vadd-sm
+    gpu_verify cdi
+    step "start to exit of ctr run --rm IMAGE true (ms, 10 runs each)"
+    starts "runc, --device nvidia.com/gpu=all (gpu-install's spec)" --device nvidia.com/gpu=all
     stop_containerd
 }
 
