@@ -42,9 +42,12 @@ import tomllib
 from hosts import Host, HostFactory, ensure_layer
 from roles import failure
 from test_container_role import NO_GPU_ERROR, RUNTIME_LOG, log_runtime_calls
+from test_docker_ce_mirror import apply
+from test_repositories import gateway
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures import toolkit  # noqa: E402
+from fixtures.mirror import Mirror  # noqa: E402
 
 CONFIG = "/etc/containerd/config.toml"
 DROP_IN = "/etc/containerd/conf.d/99-gpu-install.toml"
@@ -441,6 +444,9 @@ def test_malformed_config_is_refused_naming_line_and_column_and_nothing_is_writt
     assert CONFIG in error["reason"] and "line" in error["reason"] and "column" in error["reason"], error
     line = text.decode().splitlines().index("[plugins") + 1
     assert f"line {line}" in error["reason"], error
+    # Refused by the role's preflight, before any change a full run would make.
+    failed_task = out.split("FAILED!")[0].rsplit("TASK [", 1)[1]
+    assert failed_task.startswith("gpu_install.nvidia.containerd : Check that containerd's configuration"), out
     assert host.get(CONFIG) == text
     assert etc_listing(host) == listing
 
@@ -471,3 +477,31 @@ def test_check_mode_shows_the_diff_and_changes_nothing(node):
     assert host.get(CONFIG) == flavour.config
     assert etc_listing(host) == listing
     assert main_pid(host) == pid
+
+
+@pytest.mark.parametrize("prepared", ["containerd-2.1"], indirect=True)
+def test_apply_with_engines_auto_configures_containerd_and_installs_no_docker_on_a_node_without_docker(node, tmp_path):
+    """FIXTURE: the signed mirror (tests/fixtures/mirror.py) stands in for NVIDIA's toolkit repository."""
+    host, flavour = node.host, node.flavour
+    gw = gateway(host)
+    with Mirror(tmp_path / "mirror", addresses=("127.0.0.1", gw)) as mirror:
+        settings = {
+            "gpu_install_image_build": True,
+            "nvidia_driver_source": "none",
+            "nvidia_container_mode": "runtime",
+            "gpu_install_container_engines": "auto",
+            "gpu_install_repositories": mirror.repositories(gw, ids=("nvidia_container_toolkit",)),
+        }
+        pid = main_pid(host)
+        rc, result = apply(host, settings)
+    assert rc == 0, result.get("error")
+    assert [engine["name"] for engine in result["engines"]] == ["containerd"], result["engines"]
+    assert result["engines"][0]["changes"] >= 1, result
+    status = host.run(["dpkg-query", "-W", "-f", "${Status}", "docker.io"], check=False).stdout
+    assert "installed" not in status.split(), f"Docker was installed: {status}"
+    assert host.run(["sh", "-c", "command -v docker || command -v dockerd"], check=False).returncode != 0
+    # An image build writes the configuration and leaves containerd running as it was (no restart): the files
+    # hold the runtime, as containerd reads them at its next start.
+    assert main_pid(host) == pid
+    runtimes = flavour.cri(dump(host))["containerd"]["runtimes"]
+    assert runtimes["nvidia"]["options"]["BinaryName"] == RUNTIME and flavour.other_runtime in runtimes
