@@ -3,7 +3,7 @@
 # 2.1 alone (no Docker, no kubelet), with containerd's configuration written by gpu-install's own module
 # gpu_install.nvidia.containerd_config and containers started by containerd's own client, ctr.
 # Build the carry here first with scripts/device/carry, then (the device tool, carrying .device-carry):
-#   OUT=$OUT bash scripts/device/prove-containerd.sh            (one run, about 3 minutes on an H100)
+#   OUT=$OUT bash scripts/device/prove-containerd.sh   (one run; 29 s on an H100 before gpu_verify and the timings came)
 # Phases (all by default; or name them: setup config runtime cdi):
 #   setup    Ansible and gpu-install into /opt/torch/.venv from carried wheels; containerd 2.1, its shim, runc and
 #            ctr (Debian sid's binaries) under /usr/local/bin; Ubuntu's own apt sources set aside (no network);
