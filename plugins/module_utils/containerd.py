@@ -809,6 +809,7 @@ class Plan(NamedTuple):
     plugin_id: str
     release: Release
     warnings: List[str]
+    cri_disabled: bool = False  # config.toml's disabled_plugins names the CRI plugin
 
     @property
     def config_changed(self) -> bool:
@@ -869,11 +870,11 @@ def plan(path: str, drop_in: str, options: Options, version: Tuple[int, ...], st
             sources.append((imported, loads(read(imported).data, imported)))
     section = effective_section(rel, sources)
     disabled = (doc or {}).get("disabled_plugins")
-    if isinstance(disabled, list) and any(p in disabled for p in CRI_PLUGIN_IDS):
-        raise ContainerdError(
-            errors.UNSUPPORTED,
-            f"{path} disables containerd's CRI plugin (disabled_plugins), the only part of containerd gpu-install "
-            "configures; enable it, or leave containerd out of gpu_install_container_engines.",
+    cri_disabled = isinstance(disabled, list) and any(p in disabled for p in CRI_PLUGIN_IDS)
+    if cri_disabled:
+        warnings.append(
+            f"{path} disables containerd's CRI plugin (disabled_plugins): the configuration is written all the same, "
+            "and Kubernetes gets it once the plugin is on."
         )
 
     new_doc = drop_in_doc(rel, version_out, section, options, stock)
@@ -891,7 +892,7 @@ def plan(path: str, drop_in: str, options: Options, version: Tuple[int, ...], st
             _check_added(doc, loads(new_text.encode("utf-8"), path), glob_entry, path)
             config_after = new_text.encode("utf-8")
     return Plan(config, config_after, read(drop_in), drop_after, version_out,
-                schema(version_out).plugin, rel, warnings)  # fmt: skip
+                schema(version_out).plugin, rel, warnings, cri_disabled)  # fmt: skip
 
 
 def _check_added(before: Doc, after: Doc, glob_entry: str, path: str) -> None:
@@ -1029,7 +1030,12 @@ def configure(
         _unlink(candidate)
         raise host_error(p.drop_in.path, exc, "write") from None
     after_dump, why = config_dump(containerd, check_path, run)
-    problems = [why] if after_dump is None else dump_problems(after_dump, before_dump, p.release, options)
+    if after_dump is None:
+        problems = [why]
+    elif p.cri_disabled:  # containerd's dump leaves out a disabled plugin's section: loading is all it shows
+        problems = []
+    else:
+        problems = dump_problems(after_dump, before_dump, p.release, options)
     if problems:
         _unlink(candidate)
         _restore(p)

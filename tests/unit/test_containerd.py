@@ -417,3 +417,18 @@ def test_module_documentation_reads_with_ansible_doc():
     assert doc["attributes"]["check_mode"]["support"] == "full" and doc["attributes"]["diff_mode"]["support"] == "full"
     assert {"path", "drop_in", "mode", "runtime_name", "runtime_path", "default_runtime", "restart", "timeout",
             "backup"} <= set(doc["options"])  # fmt: skip
+
+
+def test_module_configures_a_disabled_cri_plugin_all_the_same_with_a_warning(tmp_path):
+    config = tmp_path / "config.toml"
+    original = (CORPUS / "docker-containerd-io.toml").read_text()
+    config.write_text(original)
+    drop_in = tmp_path / "conf.d" / "99-gpu-install.toml"
+    rc, result = run_module(tmp_path, {"path": str(config), "drop_in": str(drop_in)})
+    assert rc == 0 and result["changed"] is True
+    assert "disables containerd's CRI plugin" in str(result["warnings"])
+    assert config.read_text() == original.replace(
+        'disabled_plugins = ["cri"]\n', f'disabled_plugins = ["cri"]\nimports = ["{drop_in.parent}/*.toml"]\n'
+    )
+    cri = tomllib.loads(drop_in.read_text())["plugins"]["cri"]  # version 1 beside a version 1 config.toml
+    assert cri["containerd"]["runtimes"]["nvidia"]["options"]["BinaryName"] == ct.NVIDIA_RUNTIME_PATH
