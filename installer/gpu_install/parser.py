@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "doctor": "Explain what stands between this host and GPU containers, with fixes.",
     "cloud-init": "Render cloud-init user-data that runs gpu-install on a new cloud VM.",
     "cdi": "Write the CDI spec of this host's NVIDIA GPUs and their /dev/char links (CDI mode; runs at boot).",
+    "k8s": "Print the Kubernetes objects a cluster needs for gpu-install's GPU nodes (the nvidia RuntimeClass).",
 }
 
 EXIT_HELP = """exit codes:
@@ -104,6 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument("--check", action="store_true", help="say whether the spec is current; write nothing")
             p.add_argument("-q", "--quiet", action="store_true", help="print nothing unless something fails")
+        if name == "k8s":
+            objects = p.add_subparsers(dest="k8s_command", metavar="OBJECT", prog=f"{parser.prog} k8s")
+            objects.required = True
+            rc = objects.add_parser(
+                "runtimeclass",
+                help="the RuntimeClass (node.k8s.io/v1) whose handler is containerd's nvidia runtime",
+                description="Print the RuntimeClass (node.k8s.io/v1) whose handler is the nvidia runtime gpu-install "
+                "adds to containerd; pipe it to kubectl apply -f -.",
+                formatter_class=_LazyWidth,
+            )
+            # SUPPRESS: given before or after OBJECT, --json is kept (a subparser's default would reset it).
+            rc.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            rc.add_argument("--name", metavar="NAME", help="the RuntimeClass's name (default: nvidia, the handler)")
+            rc.add_argument(
+                "--node-selector",
+                metavar="KEY=VALUE",
+                action="append",
+                help="schedule its pods only on nodes with this label (repeatable), e.g. nvidia.com/gpu.present=true",
+            )
         if name == "cloud-init":
             p.add_argument("--provider", required=True, help="aws, azure or gcp")
             p.add_argument("-o", "--output", metavar="FILE", help="write the user-data here (default: stdout)")
