@@ -432,3 +432,33 @@ def test_module_configures_a_disabled_cri_plugin_all_the_same_with_a_warning(tmp
     )
     cri = tomllib.loads(drop_in.read_text())["plugins"]["cri"]  # version 1 beside a version 1 config.toml
     assert cri["containerd"]["runtimes"]["nvidia"]["options"]["BinaryName"] == ct.NVIDIA_RUNTIME_PATH
+
+
+def test_module_follows_a_symlinked_config_and_keeps_its_mode_and_owner(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    target = real / "config.toml"
+    target.write_text((CORPUS / "kubeadm-node-v2.toml").read_text())
+    os.chmod(target, 0o600)
+    if os.geteuid() == 0:
+        os.chown(target, 1234, 1234)
+    link = tmp_path / "config.toml"
+    link.symlink_to(target)
+    rc, result = run_module(tmp_path, {"path": str(link), "drop_in": str(tmp_path / "conf.d" / "99-gpu-install.toml")})
+    assert rc == 0 and result["changed"] is True and result["path"] == str(target)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    st_ = target.stat()
+    assert stat.S_IMODE(st_.st_mode) == 0o600 and "imports = [" in target.read_text()
+    if os.geteuid() == 0:
+        assert (st_.st_uid, st_.st_gid) == (1234, 1234)
+    assert Path(result["backup_file"]).parent == real
+
+
+def test_a_python_without_tomllib_or_tomli_is_refused_naming_python3_tomli(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # an import of a None entry raises ImportError
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    with pytest.raises(ct.ContainerdError) as refused:
+        ct.loads(b"version = 2\n", "/etc/containerd/config.toml")
+    assert refused.value.code == 3 and "python3-tomli" in refused.value.reason
