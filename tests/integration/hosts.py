@@ -13,7 +13,13 @@ you"). Images come in two layers, both keyed by content and reused:
   hash of the base tag, the dependency list, the wheelhouse's target and
   VENV_SCRIPT.
 
-Both are also ``docker save``d under $GPU_INSTALL_TEST_CACHE/images, so a
+* a test file's own layer (``ensure_layer``), e.g.
+  ``local/gpu-install-host:trixie-containerd-2.1-<key>``: the venv layer plus
+  what the file's script installs through apt-cacher-ng (and files it mounts);
+  key = hash of the venv tag, the layer's name, the script and the files' key.
+  ``host_factory(suite, image=tag, tmpfs=(...))`` starts hosts of it.
+
+All are also ``docker save``d under $GPU_INSTALL_TEST_CACHE/images, so a
 machine that keeps the cache but gets a fresh dockerd loads rather than builds.
 
 Per host, the project wheel (built once per session) is installed into the

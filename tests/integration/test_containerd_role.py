@@ -368,6 +368,18 @@ def test_runtime_mode_adds_nvidias_runtime_and_cdi_keeps_the_users_config_and_ch
     assert main_pid(host) == pid
 
 
+def test_default_runtime_setting_makes_nvidia_the_cri_default_and_false_gives_it_back_to_runc(node):
+    host, flavour = node.host, node.flavour
+    rc, _recap, out = converge(host, containerd_default_runtime=True)
+    assert rc == 0, out
+    assert flavour.cri(dump(host))["containerd"]["default_runtime_name"] == "nvidia"
+    rc, recap, out = converge(host, containerd_default_runtime=False)
+    assert rc == 0 and recap["changed"] >= 1, out
+    cri = flavour.cri(dump(host))
+    assert cri["containerd"]["default_runtime_name"] == "runc"
+    assert "nvidia" in cri["containerd"]["runtimes"]
+
+
 def ctr_run(host: Host, runtime: dict[str, Any], name: str, *env: str) -> Any:
     argv = ["ctr", "run", "--rm", "--runtime", runtime["runtime_type"], "--runc-binary",
             runtime["options"]["BinaryName"]]  # fmt: skip
