@@ -240,3 +240,38 @@ def test_gpu_facts_returns_the_engines_of_the_setting(tmp_path):
     rc, result = run_module("gpu_facts", tmp_path / "args.json", args)
     assert rc == 0
     assert result["ansible_facts"]["gpu_install"]["engines"] == ["docker", "containerd"]
+
+
+def test_every_gpu_facts_task_resolves_the_hosts_setting_unless_it_gives_its_own(tmp_path):
+    """The action plugin hands gpu_install_container_engines to tasks that do not name container_engines (the
+    roles' detections after a change), so that a later detection keeps the user's list."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from gpu_install.collection import collections_path
+
+    binary = shutil.which("ansible", path=os.path.dirname(sys.executable)) or shutil.which("ansible")
+    assert binary, "ansible is not installed beside this Python"
+    root = str(CORPUS / "dgx-h100-ubuntu2204")
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=str(collections_path()),
+        ANSIBLE_HOME=str(tmp_path),
+        ANSIBLE_LOCALHOST_WARNING="false",
+        ANSIBLE_STDOUT_CALLBACK="json",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="true",
+    )
+
+    def engines_of(args: str, setting: list | None) -> list:
+        extra = ["-e", json.dumps({"gpu_install_container_engines": setting})] if setting is not None else []
+        argv = [binary, "localhost", "-c", "local", "-m", "gpu_install.nvidia.gpu_facts", "-a", args, *extra]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+        return result["gpu_install_facts"]["engines"]
+
+    assert engines_of(f"root={root}", ["containerd"]) == ["containerd"]
+    assert engines_of(f"root={root} container_engines=docker", ["containerd"]) == ["docker"]
+    assert engines_of(f"root={root}", None) == ["docker"]
