@@ -275,3 +275,28 @@ def test_every_gpu_facts_task_resolves_the_hosts_setting_unless_it_gives_its_own
     assert engines_of(f"root={root}", ["containerd"]) == ["containerd"]
     assert engines_of(f"root={root} container_engines=docker", ["containerd"]) == ["docker"]
     assert engines_of(f"root={root}", None) == ["docker"]
+
+
+def test_plan_and_apply_list_each_engine_with_the_changes_of_its_role(tmp_path, capsys):
+    from gpu_install.commands._common import print_engines, result_json
+    from gpu_install.engine import Change, RunResult
+
+    found = facts(podman=PODMAN, containerd=CONTAINERD_KUBELET)
+    found["engines"] = ["docker", "containerd", "podman"]
+    result = RunResult(check=True, run_id="r", artifacts=tmp_path, log=tmp_path / "log", facts=found)
+    result.changes = [
+        Change("h", "docker", "Install Docker", "gpu_install.nvidia.packages"),
+        Change("h", "containerd", "Configure containerd", "gpu_install.nvidia.containerd_config"),
+        Change("h", "nvidia_container", "Write the CDI spec", "gpu_install.nvidia.cdi_spec"),
+        Change("h", "nvidia_driver", "Install the driver", "gpu_install.nvidia.packages"),
+    ]
+    assert result_json(result)["engines"] == [
+        {"name": "docker", "summary": "not installed yet: gpu-install installs it", "changes": 1},
+        {"name": "containerd", "summary": "containerd 1.7.24, no config.toml (defaults), CRI on, used by the kubelet",
+         "changes": 1},
+        {"name": "podman", "summary": "podman 5.4.2, reads CDI specs", "changes": 1},
+    ]  # fmt: skip
+    print_engines(result, "Plan:")
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "Plan: engines: docker, containerd, podman"
+    assert "  - podman: podman 5.4.2, reads CDI specs; 1 change(s)" in out
