@@ -380,6 +380,19 @@ def test_default_runtime_setting_makes_nvidia_the_cri_default_and_false_gives_it
     assert "nvidia" in cri["containerd"]["runtimes"]
 
 
+def test_a_disabled_cri_plugin_is_configured_all_the_same_and_the_role_says_kubernetes_needs_it_on(node):
+    host, flavour = node.host, node.flavour
+    version_line = next(line for line in flavour.config.splitlines(keepends=True) if line.startswith(b"version"))
+    off = f'disabled_plugins = ["{flavour.plugin}"]\n'.encode()
+    host.put(CONFIG, flavour.config.replace(version_line, version_line + off, 1))
+    host.run(["systemctl", "restart", "containerd"])
+    wait_active(host)
+    rc, _recap, out = converge(host)
+    assert rc == 0, out
+    assert "containerd's CRI plugin is off on this host" in out and "once the plugin is on" in out, out
+    assert host.run(["test", "-s", DROP_IN], check=False).returncode == 0
+
+
 def ctr_run(host: Host, runtime: dict[str, Any], name: str, *env: str) -> Any:
     argv = ["ctr", "run", "--rm", "--runtime", runtime["runtime_type"], "--runc-binary",
             runtime["options"]["BinaryName"]]  # fmt: skip
