@@ -214,6 +214,20 @@ def test_report_html_is_self_contained_with_counts_and_failures_first():
     assert "c-gone" in attention and "b-ok" not in attention and "(exit 4: invalid input" in attention
 
 
+def test_report_html_has_an_engines_column_with_each_engines_version():
+    row = fleet.host_row("gpu-1", fleet.host_record(FACTS), changed=0)
+    page = fleet.render_html(fleet.report([row]))
+    headers = re.findall(r"<th>([^<]*)</th>", page)
+    assert headers[headers.index("Docker") + 1] == "engines"
+    assert "<td>docker 20.10.24, containerd 1.6.20</td>" in page
+
+
+def test_a_host_without_detected_engines_has_an_empty_engines_list():
+    row = fleet.host_row("gpu-1", fleet.host_record({}), changed=0)
+    assert fleet.report([row])["hosts"][0]["engines"] == []
+    assert fleet.not_run_row("gpu-2")["engines"] == []
+
+
 def test_report_html_of_an_empty_fleet_still_renders():
     page = fleet.render_html(fleet.report([]))
     assert "0 hosts" in page and "no hosts" in page
