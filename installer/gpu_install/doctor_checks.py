@@ -387,19 +387,29 @@ def _check_cdi(info: dict[str, Any], version: tuple[int, int] | None, shown: str
             f"Docker {shown} reads CDI specs from {', '.join(dirs)}, not from {spec_dir}.",
             f"Add {spec_dir} to cdi-spec-dirs in daemon.json, or keep Docker's default directories.",
         )
+    spec = spec_check("docker", cdi)
+    if spec is not None:
+        return spec
+    return check("docker", "pass", f"Docker {shown} reads CDI, and the spec {path} is valid and current.")
+
+
+def spec_check(cid: str, cdi: dict[str, Any]) -> Check | None:
+    """The CDI spec's failure (missing, unreadable, invalid, naming paths that are gone) as check ``cid``, or None
+    when it is valid and current. ``cdi``: the spec's state (commands/doctor.py gather_cdi)."""
+    path = str(cdi.get("path") or "")
     if not cdi.get("exists"):
         return check(
-            "docker",
+            cid,
             "fail",
             f"The CDI spec {path} does not exist, so `--device nvidia.com/gpu=all` finds no GPU.",
             "Run gpu-install apply: it writes the spec from what the driver exposes.",
         )
     if cdi.get("error"):
-        return check("docker", "fail", f"The CDI spec {path} {cdi['error']}.", "Run gpu-install apply to rewrite it.")
+        return check(cid, "fail", f"The CDI spec {path} {cdi['error']}.", "Run gpu-install apply to rewrite it.")
     problems = list(cdi.get("problems") or [])
     if problems:
         return check(
-            "docker",
+            cid,
             "fail",
             f"The CDI spec {path} is invalid: {'; '.join(problems[:3])}.",
             "Run gpu-install apply to rewrite it.",
@@ -407,13 +417,13 @@ def _check_cdi(info: dict[str, Any], version: tuple[int, int] | None, shown: str
     stale = list(cdi.get("stale") or [])
     if stale:
         return check(
-            "docker",
+            cid,
             "fail",
             f"The CDI spec {path} names {_plural(len(stale), 'path')} that no longer exist ({', '.join(stale[:3])}), "
             "so every GPU container fails to start; the driver changed since it was written.",
             "Run gpu-install apply: it regenerates the spec for the driver now installed.",
         )
-    return check("docker", "pass", f"Docker {shown} reads CDI, and the spec {path} is valid and current.")
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -873,12 +883,322 @@ def check_cpu_affinity(view: dict[str, Any]) -> Check | None:
 
 
 # ---------------------------------------------------------------------------
+# containerd (Kubernetes nodes) and Podman
+# ---------------------------------------------------------------------------
+ENGINES_SETTING = "gpu_install_container_engines"
+RUNTIME_NAME = "nvidia"  # the containerd runtime gpu-install adds (containerd_config's runtime_name default)
+SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")  # where containerd, Podman and NVIDIA's runtime read CDI specs by default
+
+
+def engines_of(facts: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """The engines gpu-install configures here: the setting resolved against the facts (module_utils engines), or
+    the facts' own list (auto) where the setting is refused (the settings check of apply says why)."""
+    setting = settings.get(ENGINES_SETTING, "auto")
+    try:
+        return list(module_utils("engines").resolve(setting, facts))
+    except Exception:  # an EngineError: a refused setting is apply's to report, doctor checks what auto takes
+        return [str(e) for e in facts.get("engines") or []]
+
+
+def check_engine_docker_skip(engines: Sequence[str]) -> Check:
+    """Docker's check on a host whose engines leave Docker out (a containerd-only Kubernetes node, Podman)."""
+    return check(
+        "docker",
+        "skip",
+        f"Docker is not among this host's container engines ({', '.join(engines)}), so its configuration is not "
+        "checked.",
+        f"Add docker to {ENGINES_SETTING} to have gpu-install install and configure it.",
+    )
+
+
+def _cri_section(dump: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """(the CRI plugin's section of a ``containerd config dump``, its key schema) by the dump's version."""
+    containerd = module_utils("containerd")
+    version = dump.get("version", 1)
+    sch = containerd.schema(version if isinstance(version, int) and not isinstance(version, bool) else 1)
+    section = containerd.get_path(dump, ("plugins", sch.plugin))
+    return (section if isinstance(section, dict) else {}), sch
+
+
+def check_containerd_cri(facts: dict[str, Any]) -> Check:
+    found = facts.get("containerd") or {}
+    shown = f"containerd {found.get('version') or ''}".strip()
+    path = found.get("config_path") or "/etc/containerd/config.toml"
+    if found.get("config_error"):
+        return check(
+            "containerd_cri",
+            "fail",
+            f"{shown}'s configuration {path} cannot be used: {found['config_error']}.",
+            f"Fix {path} (containerd's docs/cri/config.md), restart containerd, then run gpu-install apply.",
+        )
+    if not found.get("cri_enabled"):
+        return check(
+            "containerd_cri",
+            "fail",
+            f"{shown}'s CRI plugin is disabled (disabled_plugins in {path}), so no kubelet can run pods on it "
+            "and its nvidia runtime serves no Kubernetes pod.",
+            f"Remove the CRI plugin from disabled_plugins in {path} (Docker's containerd.io package ships it "
+            "disabled), restart containerd, then run gpu-install apply.",
+        )
+    users = " and a kubelet on this host uses it" if found.get("kubelet") else ""
+    return check("containerd_cri", "pass", f"{shown}'s CRI plugin is on{users}.")
+
+
+def _dump_failed(cid: str, containerd: dict[str, Any], facts: dict[str, Any]) -> Check | None:
+    path = (facts.get("containerd") or {}).get("config_path") or "/etc/containerd/config.toml"
+    if not containerd.get("binary"):
+        return check(
+            cid,
+            "skip",
+            "containerd's binary was not found, so its merged configuration cannot be read.",
+            "Run gpu-install doctor as root on the node, where containerd config dump can run.",
+        )
+    if not isinstance(containerd.get("dump"), dict):
+        return check(
+            cid,
+            "fail",
+            f"`containerd --config {path} config dump` failed: {containerd.get('error') or 'no output'}.",
+            f"Fix {path} or the files it imports (containerd refuses to start with it as it is), then run "
+            "gpu-install apply.",
+        )
+    return None
+
+
+def check_containerd_runtime(facts: dict[str, Any], settings: dict[str, Any], containerd: dict[str, Any]) -> Check:
+    """Runtime mode: the nvidia runtime in the merged configuration, its binary present, the default if asked."""
+    failed = _dump_failed("containerd_runtime", containerd, facts)
+    if failed is not None:
+        return failed
+    section, sch = _cri_section(containerd["dump"])
+    cu = module_utils("containerd")
+    runtimes = cu.get_path(section, sch.runtimes) or {}
+    entry = runtimes.get(RUNTIME_NAME) if isinstance(runtimes, dict) else None
+    if not isinstance(entry, dict):
+        return check(
+            "containerd_runtime",
+            "fail",
+            f"containerd's CRI plugin ({sch.plugin}) has no {RUNTIME_NAME} runtime in its merged configuration "
+            f"(containerd config dump; runtimes: {', '.join(sorted(runtimes)) or 'none'}).",
+            "Run gpu-install apply: it adds the nvidia runtime in /etc/containerd/conf.d/99-gpu-install.toml and "
+            "imports that directory from config.toml.",
+        )
+    binary = cu.get_path(entry, ("options", "BinaryName"))
+    if not binary or containerd.get("runtime_binary_exists") is False:
+        what = f"names {binary}, which does not exist" if binary else "names no BinaryName"
+        return check(
+            "containerd_runtime",
+            "fail",
+            f"containerd's {RUNTIME_NAME} runtime {what}, so pods of the nvidia RuntimeClass fail to start.",
+            "Run gpu-install apply: it installs the NVIDIA Container Toolkit and points the runtime at "
+            "nvidia-container-runtime (containerd_runtime_path).",
+        )
+    default = cu.get_path(section, sch.default_runtime_name) or "runc"
+    if settings.get("containerd_default_runtime") and default != RUNTIME_NAME:
+        return check(
+            "containerd_runtime",
+            "fail",
+            f"containerd_default_runtime is true but containerd's default runtime is {default}, so pods without "
+            "the nvidia RuntimeClass do not get NVIDIA's runtime.",
+            "Run gpu-install apply: it sets default_runtime_name to nvidia and restarts containerd.",
+        )
+    how = "as its default runtime" if default == RUNTIME_NAME else f"beside its default {default}"
+    return check("containerd_runtime", "pass", f"containerd has the {RUNTIME_NAME} runtime ({binary}) {how}.")
+
+
+def check_containerd_cdi(
+    facts: dict[str, Any], settings: dict[str, Any], containerd: dict[str, Any], cdi: dict[str, Any]
+) -> Check:
+    """CDI in containerd's CRI plugin (enable_cdi, its spec directories) and, in cdi mode, the spec current."""
+    mode = settings.get("nvidia_container_mode") or "runtime"
+    found = facts.get("containerd") or {}
+    version = tuple(int(n) for n in re.findall(r"\d+", str(found.get("version") or ""))[:2])
+    if version and version < (1, 7):
+        return check(
+            "containerd_cdi",
+            "fail" if mode == "cdi" else "info",
+            f"containerd {found.get('version')} reads no CDI specs (its CRI plugin has CDI from 1.7).",
+            "Upgrade containerd to 1.7 or newer, or keep nvidia_container_mode: runtime.",
+        )
+    failed = _dump_failed("containerd_cdi", containerd, facts)
+    if failed is not None:
+        return failed
+    section, sch = _cri_section(containerd["dump"])
+    cu = module_utils("containerd")
+    if cu.get_path(section, sch.enable_cdi) is not True:
+        return check(
+            "containerd_cdi",
+            "fail",
+            f"containerd's CRI plugin ({sch.plugin}) has enable_cdi off, so CDI devices (the device plugin's "
+            "cdi-cri and cdi-annotations strategies) are not injected.",
+            "Run gpu-install apply: it sets enable_cdi = true in /etc/containerd/conf.d/99-gpu-install.toml.",
+        )
+    dirs = [str(d).rstrip("/") for d in cu.get_path(section, sch.cdi_spec_dirs) or []]
+    if mode == "cdi":
+        path = str(cdi.get("path") or "")
+        spec_dir = os.path.dirname(path)
+        if spec_dir and spec_dir not in dirs:
+            return check(
+                "containerd_cdi",
+                "fail",
+                f"containerd reads CDI specs from {', '.join(dirs) or 'no directory'}, not from {spec_dir}, where "
+                "gpu-install's spec is.",
+                f"Add {spec_dir} to cdi_spec_dirs of the CRI plugin, or keep containerd's default directories.",
+            )
+        spec = spec_check("containerd_cdi", cdi)
+        if spec is not None:
+            return spec
+        return check("containerd_cdi", "pass", f"containerd reads CDI, and the spec {path} is valid and current.")
+    return check("containerd_cdi", "pass", f"containerd's CRI plugin reads CDI specs from {', '.join(dirs)}.")
+
+
+def check_containerd_kubernetes(facts: dict[str, Any], settings: dict[str, Any]) -> Check | None:
+    """A kubelet's pods get NVIDIA's runtime by default, or through the nvidia RuntimeClass."""
+    if not (facts.get("containerd") or {}).get("kubelet"):
+        return None
+    if settings.get("containerd_default_runtime"):
+        return check(
+            "kubernetes",
+            "info",
+            "The kubelet on this node runs every pod under NVIDIA's runtime (containerd_default_runtime: true).",
+            "GPUs still go to pods through the NVIDIA device plugin's nvidia.com/gpu resource (docs/kubernetes.md).",
+        )
+    return check(
+        "kubernetes",
+        "info",
+        "The kubelet on this node runs pods under containerd's default runtime; pods get NVIDIA's runtime through "
+        "a RuntimeClass whose handler is nvidia.",
+        "Create it once per cluster: gpu-install k8s runtimeclass | kubectl apply -f -, then set "
+        "runtimeClassName: nvidia in GPU pods (docs/kubernetes.md).",
+    )
+
+
+def check_podman(facts: dict[str, Any]) -> Check:
+    found = facts.get("podman") or {}
+    version = found.get("version")
+    if not found.get("cdi"):
+        return check(
+            "podman",
+            "fail",
+            f"Podman {version or '(version unknown)'} reads no CDI specs (Podman 4.1 and newer do), so its "
+            "containers cannot ask for nvidia.com/gpu devices.",
+            f"Upgrade Podman to 4.1 or newer, or leave podman out of {ENGINES_SETTING}.",
+        )
+    gpus = " and --gpus (Podman 5 maps it to nvidia.com/gpu)" if int(str(version).split(".")[0] or 0) >= 5 else ""
+    return check("podman", "pass", f"Podman {version} reads CDI specs: --device nvidia.com/gpu=all{gpus}.")
+
+
+def check_podman_spec(settings: dict[str, Any], podman: dict[str, Any], cdi: dict[str, Any]) -> Check:
+    """The spec Podman reads: gpu-install's in cdi mode (valid and current), the toolkit's in runtime mode."""
+    mode = settings.get("nvidia_container_mode") or "runtime"
+    if mode == "cdi":
+        spec = spec_check("podman_spec", cdi)
+        return spec or check("podman_spec", "pass", f"Podman's CDI spec {cdi.get('path')} is valid and current.")
+    spec = podman.get("spec") or {}
+    if not spec.get("exists"):
+        return check(
+            "podman_spec",
+            "fail",
+            f"The toolkit's CDI spec {spec.get('path')} does not exist, so Podman finds no nvidia.com/gpu device.",
+            "Run gpu-install apply: it enables the toolkit's nvidia-cdi-refresh units, which write the spec.",
+        )
+    return check("podman_spec", "pass", f"The toolkit's CDI spec {spec.get('path')} is there for Podman.")
+
+
+def _octal(mode: int) -> str:
+    return f"{mode & 0o7777:04o}"
+
+
+def check_podman_rootless(podman: dict[str, Any]) -> Check:
+    """Rootless Podman opens the GPU's device nodes and reads the CDI spec as the user: others (or the user's
+    groups) need rw on /dev/nvidia*, and r (x on directories) on the spec and its directories."""
+    user = podman.get("user")
+    gids = set(user.get("gids") or []) if isinstance(user, dict) else set()
+    shut: list[str] = []
+    for node in podman.get("devices") or []:
+        mode = int(node.get("mode") or 0)
+        if mode & 0o006 == 0o006 or (node.get("gid") in gids and mode & 0o060 == 0o060):
+            continue
+        shut.append(f"{node['path']} ({_octal(mode)}, group {node.get('group') or node.get('gid')})")
+    unreadable: list[str] = []
+    for item in podman.get("paths") or []:
+        if not item.get("exists"):
+            continue
+        need = 0o005 if item.get("dir") else 0o004
+        if int(item.get("mode") or 0) & need != need:
+            unreadable.append(f"{item['path']} ({_octal(int(item.get('mode') or 0))})")
+    who = f"the user {user['name']}" if isinstance(user, dict) else "a rootless user"
+    if shut:
+        status = "fail" if isinstance(user, dict) else "warn"
+        return check(
+            "podman_rootless",
+            status,
+            f"Rootless Podman run by {who} cannot open {', '.join(shut[:3])}: they are not readable and writable by "
+            "others or by the user's groups.",
+            "Load the nvidia module with its default NVreg_DeviceFileMode=0666 (remove a stricter modprobe option), "
+            "or add the user to the device nodes' group, then log in again.",
+        )
+    if unreadable:
+        return check(
+            "podman_rootless",
+            "fail" if isinstance(user, dict) else "warn",
+            f"Rootless Podman run by {who} cannot read the CDI spec: {', '.join(unreadable[:3])} "
+            "are not readable by others.",
+            "Make the spec readable by others (chmod 0644) and its directories searchable (chmod 0755); "
+            "gpu-install apply writes them so.",
+        )
+    if not podman.get("devices"):
+        return check(
+            "podman_rootless",
+            "skip",
+            "No /dev/nvidia* device node exists yet, so rootless access cannot be checked.",
+            "Load the driver first (see the driver check).",
+        )
+    return check(
+        "podman_rootless",
+        "pass",
+        f"Rootless Podman run by {who} can open the GPU's device nodes and read the CDI spec.",
+    )
+
+
+def engine_steps(inputs: Inputs) -> list[Callable[[], Check | None]]:
+    """containerd's and Podman's checks, where the host's engines include them."""
+    facts = inputs.get("facts") or {}
+    settings = inputs.get("settings") or {}
+    engines = engines_of(facts, settings)
+    found = inputs.get("engines") or {}
+    containerd = found.get("containerd") or {}
+    podman = found.get("podman") or {}
+    cdi = inputs.get("cdi") or {}
+    mode = settings.get("nvidia_container_mode") or "runtime"
+    steps: list[Callable[[], Check | None]] = []
+    if "containerd" in engines:
+        steps.append(lambda: check_containerd_cri(facts))
+        if mode == "runtime":
+            steps.append(lambda: check_containerd_runtime(facts, settings, containerd))
+        steps.append(lambda: check_containerd_cdi(facts, settings, containerd, cdi))
+        steps.append(lambda: check_containerd_kubernetes(facts, settings))
+    if "podman" in engines:
+        steps.append(lambda: check_podman(facts))
+        steps.append(lambda: check_podman_spec(settings, podman, cdi))
+        steps.append(lambda: check_podman_rootless(podman))
+    return steps
+
+
+# ---------------------------------------------------------------------------
 # All of them
 # ---------------------------------------------------------------------------
+def _docker_or_skip(facts: dict[str, Any], inputs: Inputs, settings: dict[str, Any]) -> Check:
+    engines = engines_of(facts, settings)
+    if engines and "docker" not in engines:
+        return check_engine_docker_skip(engines)
+    return check_docker(facts, inputs.get("docker") or {}, settings, inputs.get("cdi") or {})
+
+
 def run_checks(inputs: Inputs) -> list[Check]:
     """Every check, in order, from recorded inputs::
 
-    {"facts", "nvml", "kernels", "module", "docker", "settings", "cdi", "image" (None without --image)}
+    {"facts", "nvml", "kernels", "module", "docker", "settings", "cdi", "image" (None without --image),
+     "engines" ({"containerd": doctor_paths.gather_containerd, "podman": doctor_paths.gather_podman})}
     """
     from . import doctor_paths
 
@@ -893,8 +1213,9 @@ def run_checks(inputs: Inputs) -> list[Check]:
         lambda: check_nvml(facts, view),
         lambda: check_persistence(facts, view, settings),
         lambda: check_secure_boot(facts, inputs.get("module") or {}),
-        lambda: check_docker(facts, inputs.get("docker") or {}, settings, inputs.get("cdi") or {}),
+        lambda: _docker_or_skip(facts, inputs, settings),
         *doctor_paths.steps(inputs),
+        *engine_steps(inputs),
         lambda: check_image(inputs["image"], view) if inputs.get("image") else None,
         lambda: check_image_libcuda(inputs["image"], facts, view) if inputs.get("image") else None,
         lambda: check_kernel_update(inputs.get("kernels") or [], (facts.get("kernel") or {}).get("release")),

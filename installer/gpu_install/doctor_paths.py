@@ -36,6 +36,122 @@ def gather_hooks() -> dict[str, str | None]:
     return {name: shutil.which(name, path=search) for name in HOOKS}
 
 
+# The toolkit's own CDI spec in runtime mode (its nvidia-cdi-refresh units write it; roles/nvidia_container vars).
+TOOLKIT_SPEC = "/var/run/cdi/nvidia.yaml"
+# The GPU's device nodes a container opens (the driver's nvidia<N>, nvidiactl, nvidia-uvm, nvidia-uvm-tools,
+# nvidia-modeset); /dev/nvidia-caps holds MIG capabilities, used only with MIG.
+DEVICE_GLOB = "nvidia*"
+
+
+def gather_engines(facts: dict[str, Any], settings: dict[str, Any], root: str = "/") -> dict[str, Any]:
+    """What containerd's and Podman's checks read, for the engines this host has (doctor_checks.engines_of)."""
+    from .doctor_checks import engines_of
+
+    engines = engines_of(facts, settings)
+    out: dict[str, Any] = {}
+    if "containerd" in engines:
+        out["containerd"] = gather_containerd(facts)
+    if "podman" in engines:
+        out["podman"] = gather_podman(settings, root)
+    return out
+
+
+def gather_containerd(facts: dict[str, Any], containerd: str = "containerd") -> dict[str, Any]:
+    """``containerd --config PATH config dump`` (the merged configuration containerd would run with; read-only), and
+    whether the nvidia runtime's BinaryName exists: {binary, dump, error, runtime_binary_exists}."""
+    from .collection import module_utils
+
+    cu = module_utils("containerd")
+    binary = shutil.which(containerd, path=os.pathsep.join([os.environ.get("PATH", ""), *HOOK_DIRS]))
+    out: dict[str, Any] = {"binary": binary, "dump": None, "error": None, "runtime_binary_exists": None}
+    if binary is None:
+        return out
+    config = str((facts.get("containerd") or {}).get("config_path") or cu.DEFAULT_PATH)
+    dump, error = cu.config_dump(binary, config)
+    out.update(dump=dump, error=error or None)
+    if isinstance(dump, dict):
+        version = dump.get("version", 1)
+        try:
+            sch = cu.schema(version if isinstance(version, int) else 1)
+        except cu.ContainerdError:
+            return out
+        name = cu.Options().runtime_name
+        path = cu.get_path(dump, ("plugins", sch.plugin, *sch.runtimes, name, "options", "BinaryName"))
+        if isinstance(path, str) and path:
+            out["runtime_binary_exists"] = os.path.exists(path)
+    return out
+
+
+def rootless_user() -> dict[str, Any] | None:
+    """The user a rootless Podman runs as: this process's user when not root, else sudo's caller; None as root."""
+    import grp
+    import pwd
+
+    name = None
+    if os.geteuid() != 0:
+        name = pwd.getpwuid(os.geteuid()).pw_name
+    elif os.environ.get("SUDO_USER") and os.environ["SUDO_USER"] != "root":
+        name = os.environ["SUDO_USER"]
+    if not name:
+        return None
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    gids = sorted(set(os.getgrouplist(name, entry.pw_gid)))
+    groups = []
+    for gid in gids:
+        try:
+            groups.append(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            groups.append(str(gid))
+    return {"name": name, "uid": entry.pw_uid, "gids": gids, "groups": groups}
+
+
+def gather_podman(settings: dict[str, Any], root: str = "/", user: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What rootless Podman needs, read under ``root`` (a host tree in tests): the device nodes' modes and groups,
+    the CDI spec of this mode and its directories' modes: {user, devices, paths, spec}."""
+    import glob
+    import grp
+    import stat
+
+    from .collection import module_utils
+
+    mode = settings.get("nvidia_container_mode") or "runtime"
+    spec_path = str(module_utils("cdi").DEFAULT_PATH) if mode == "cdi" else TOOLKIT_SPEC
+
+    def under(path: str) -> str:
+        return os.path.join(root, path.lstrip("/"))
+
+    devices = []
+    for found in sorted(glob.glob(under("/dev/" + DEVICE_GLOB))):
+        try:
+            st = os.stat(found)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            continue
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = str(st.st_gid)
+        shown = "/" + os.path.relpath(found, root) if root != "/" else found
+        devices.append({"path": shown, "mode": st.st_mode & 0o7777, "gid": st.st_gid, "group": group})
+    paths = []
+    for path, is_dir in ((os.path.dirname(spec_path), True), (spec_path, False)):
+        try:
+            st = os.stat(under(path))
+            paths.append({"path": path, "dir": is_dir, "exists": True, "mode": st.st_mode & 0o7777})
+        except OSError:
+            paths.append({"path": path, "dir": is_dir, "exists": False, "mode": None})
+    return {
+        "user": user if user is not None or root != "/" else rootless_user(),
+        "devices": devices,
+        "paths": paths,
+        "spec": {"path": spec_path, "exists": paths[-1]["exists"]},
+    }
+
+
 def _context(inputs: Inputs) -> tuple[str, dict[str, Any] | None, str]:
     settings = inputs.get("settings") or {}
     info = (inputs.get("docker") or {}).get("info")

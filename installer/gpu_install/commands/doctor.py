@@ -257,6 +257,7 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
         "hooks": doctor_paths.gather_hooks(),
         "image": None,
     }
+    inputs["engines"] = doctor_paths.gather_engines(facts, values)  # containerd's and Podman's checks
     image = getattr(args, "image", None)
     if image:
         inputs["image"] = gather_image(sock, image)
