@@ -531,22 +531,45 @@ def dumps(doc: Doc, header: str = "") -> str:
 # ---------------------------------------------------------------------------
 # The effective CRI section and what gpu-install adds
 # ---------------------------------------------------------------------------
-def import_order(config_path: str, doc: Doc, exclude: str) -> List[str]:
-    """The files ``doc`` imports, in containerd's order (each entry's glob sorted, entries in order), our drop-in
-    left out."""
+def import_order(config_path: str, doc: Doc, drop_in: str) -> Tuple[List[str], List[str]]:
+    """The files ``doc`` imports, in containerd's order (entries in order, each glob's matches sorted as Go's
+    filepath.Glob sorts them), split around our drop-in: (before it, after it). Our drop-in itself is left out;
+    when no entry covers it yet, every file comes before it (its glob is appended last)."""
     import glob as globmod
 
-    files: List[str] = []
+    before: List[str] = []
+    after: List[str] = []
+    ours = os.path.realpath(drop_in)
+    passed = False
     entries = doc.get("imports") or []
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, str):
             continue
         pattern = resolve_import(entry, config_path)
         matches = sorted(globmod.glob(pattern)) if globmod.has_magic(pattern) else [pattern]
+        covering = not passed and covers(pattern, drop_in)
         for found in matches:
-            if os.path.realpath(found) != os.path.realpath(exclude) and found not in files and os.path.isfile(found):
-                files.append(found)
-    return files
+            real = os.path.realpath(found)
+            if real == ours or found in before or found in after or not os.path.isfile(found):
+                continue
+            if covering and os.path.basename(found) > os.path.basename(drop_in):
+                passed = True
+            (after if passed else before).append(found)
+        passed = passed or covering
+    return before, after
+
+
+def later_conflicts(rel: Release, later: Sequence[Tuple[str, Doc]], keys: Sequence[Tuple[str, ...]]) -> List[str]:
+    """Files containerd reads after our drop-in that would undo it: on 1.x any CRI table (it replaces ours whole),
+    on 2.x one that sets a key gpu-install sets."""
+    found = []
+    for path, doc in later:
+        section = get_path(doc, ("plugins", schema(config_version(doc) or 1).plugin))
+        if not isinstance(section, dict):
+            continue
+        if rel.replaces_sections or any(get_path(section, k) is not None for k in keys):
+            found.append(path)
+    return found
 
 
 def effective_section(rel: Release, sources: Sequence[Tuple[str, Doc]]) -> Doc:
@@ -862,13 +885,31 @@ def plan(path: str, drop_in: str, options: Options, version: Tuple[int, ...], st
         )
     version_out = drop_in_version(rel, user_version)
     glob_entry = os.path.join(os.path.dirname(drop_in), "*.toml")
+    covered = any(covers(resolve_import(i, path), drop_in) for i in (imports or []))
 
     sources: List[Tuple[str, Doc]] = []
+    later: List[Tuple[str, Doc]] = []
     if doc is not None:
         sources.append((path, doc))
-        for imported in import_order(path, doc, drop_in):
-            sources.append((imported, loads(read(imported).data, imported)))
+        # The order as it will be: files in the drop-in's directory that config.toml does not import yet come in
+        # with the glob gpu-install adds.
+        planned = dict(doc, imports=list(imports or []) + ([] if covered else [glob_entry]))
+        first, last = import_order(path, planned, drop_in)
+        sources += [(f, loads(read(f).data, f)) for f in first]
+        later = [(f, loads(read(f).data, f)) for f in last]
     section = effective_section(rel, sources)
+    sch_out = schema(version_out)
+    ours = [sch_out.runtimes + (options.runtime_name,), sch_out.default_runtime_name, sch_out.enable_cdi,
+            sch_out.cdi_spec_dirs]  # fmt: skip
+    shadows = later_conflicts(rel, later, ours)
+    if shadows:
+        undoes = "replaces its CRI section" if rel.replaces_sections else "sets keys of its CRI section"
+        raise ContainerdError(
+            errors.INVALID_INPUT,
+            f"{shadows[0]} is read after {drop_in} and {undoes} (an nvidia-ctk drop-in?): remove it, or rename "
+            f"it to sort before {os.path.basename(drop_in)}, then run again; gpu-install keeps containerd's NVIDIA "
+            "settings in one file.",
+        )
     disabled = (doc or {}).get("disabled_plugins")
     cri_disabled = isinstance(disabled, list) and any(p in disabled for p in CRI_PLUGIN_IDS)
     if cri_disabled:
@@ -886,7 +927,7 @@ def plan(path: str, drop_in: str, options: Options, version: Tuple[int, ...], st
     if new_doc is not None:
         if doc is None:
             config_after = f"version = {version_out}\nimports = [{_quoted(glob_entry)}]\n".encode()
-        elif not any(covers(resolve_import(i, path), drop_in) for i in (imports or [])):
+        elif not covered:
             text = config.data.decode("utf-8")
             new_text = add_import(text, glob_entry)
             _check_added(doc, loads(new_text.encode("utf-8"), path), glob_entry, path)
@@ -1026,8 +1067,7 @@ def configure(
             write_atomic(candidate, new_config, mode, uid, gid, like=p.config.path if p.config.exists else None)
             check_path = candidate
     except OSError as exc:
-        _restore(p)
-        _unlink(candidate)
+        _undo(p, candidate, result)
         raise host_error(p.drop_in.path, exc, "write") from None
     after_dump, why = config_dump(containerd, check_path, run)
     if after_dump is None:
@@ -1037,8 +1077,7 @@ def configure(
     else:
         problems = dump_problems(after_dump, before_dump, p.release, options)
     if problems:
-        _unlink(candidate)
-        _restore(p)
+        _undo(p, candidate, result)
         raise ContainerdError(
             errors.INVALID_INPUT,
             f"containerd does not accept the new configuration ({'; '.join(problems)}); {p.config.path} and "
@@ -1048,8 +1087,7 @@ def configure(
         try:
             os.replace(candidate, p.config.path)
         except OSError as exc:
-            _unlink(candidate)
-            _restore(p)
+            _undo(p, candidate, result)
             raise host_error(p.config.path, exc, "write") from None
     result["msg"] = "containerd's configuration changed"
     if not restart or unit_active(run) is not True:
@@ -1062,9 +1100,10 @@ def configure(
         result["restarted"] = True
         result["msg"] = "containerd's configuration changed; containerd was restarted and answers"
         return result
-    _restore(p, config_too=True)
+    _undo(p, candidate, result, config_too=True)
     run(["systemctl", "reset-failed", SERVICE], 30)
     run(["systemctl", "restart", SERVICE], max(timeout, 30))
+    wait_answering(ctr, socket, timeout, run)
     raise ContainerdError(
         errors.DOCKER_ROLLED_BACK,
         f"containerd did not come back with the new configuration; the previous configuration is restored: {why}",
@@ -1076,6 +1115,17 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _undo(p: Plan, candidate: str, result: Dict[str, Any], config_too: bool = False) -> None:
+    """Back to the host as it was: the files restored, the candidate and this run's backups (copies of what is
+    back in place) removed."""
+    _unlink(candidate)
+    _restore(p, config_too)
+    for key in ("backup_file", "drop_in_backup_file"):
+        if result.get(key):
+            _unlink(result[key])
+            result[key] = None
 
 
 def _restore(p: Plan, config_too: bool = False) -> None:

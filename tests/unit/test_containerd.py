@@ -378,19 +378,39 @@ def test_module_refuses_malformed_toml_writing_nothing(tmp_path):
     assert KEYS - {"msg"} <= set(result)
 
 
-def test_module_restores_both_files_when_containerds_merged_view_lacks_our_runtime(tmp_path):
-    """containerd 1.x: a file imported after ours replaces the CRI section; the dump shows no nvidia runtime."""
+def test_module_refuses_a_file_read_after_the_drop_in_that_would_undo_it_writing_nothing(tmp_path):
+    """containerd 1.x: conf.d/99-nvidia.toml (nvidia-ctk's) sorts after 99-gpu-install.toml and would replace the CRI
+    section; config.toml does not import conf.d yet, but would once gpu-install adds the glob."""
     conf_d = tmp_path / "conf.d"
     conf_d.mkdir()
-    later = 'version = 2\n[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "later/pause:1"\n'
-    (conf_d / "zz-later.toml").write_text(later)
+    nvidia = (CORPUS / "nvidia-ctk-99-nvidia-v2.toml").read_text()
+    (conf_d / "99-nvidia.toml").write_text(nvidia)
     config = tmp_path / "config.toml"
     config.write_text("version = 2\n")
     rc, result = run_module(tmp_path, {"path": str(config), "drop_in": str(conf_d / "99-gpu-install.toml")})
     assert rc == 1 and result["gpu_install_error"]["code"] == 4
-    assert "runtime nvidia with BinaryName" in result["gpu_install_error"]["reason"]
-    assert config.read_text() == "version = 2\n" and sorted(os.listdir(conf_d)) == ["zz-later.toml"]
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".config.toml")]
+    reason = result["gpu_install_error"]["reason"]
+    assert reason.startswith(f"{conf_d / '99-nvidia.toml'} is read after {conf_d / '99-gpu-install.toml'}"), reason
+    assert "remove it, or rename it to sort before 99-gpu-install.toml" in reason
+    assert config.read_text() == "version = 2\n" and sorted(os.listdir(conf_d)) == ["99-nvidia.toml"]
+    assert sorted(os.listdir(tmp_path)) == ["conf.d", "config.toml"]
+
+
+def test_module_restores_everything_when_containerd_refuses_the_merged_configuration(tmp_path):
+    """A file in conf.d that config.toml does not import yet comes in with gpu-install's glob; containerd refuses it
+    (a bare plugin id in a version 2 file), so config dump of the candidate fails: both files as they were, no
+    backups, no candidate left."""
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "00-site.toml").write_text("version = 2\n[plugins.cri]\n  sandbox_image = 'p:1'\n")
+    config = tmp_path / "config.toml"
+    config.write_text("version = 2\n")
+    rc, result = run_module(tmp_path, {"path": str(config), "drop_in": str(conf_d / "99-gpu-install.toml")})
+    assert rc == 1 and result["gpu_install_error"]["code"] == 4
+    reason = result["gpu_install_error"]["reason"]
+    assert reason.startswith("containerd does not accept the new configuration (") and 'plugin key URI "cri"' in reason
+    assert config.read_text() == "version = 2\n" and sorted(os.listdir(conf_d)) == ["00-site.toml"]
+    assert sorted(os.listdir(tmp_path)) == ["conf.d", "config.toml"]
 
 
 def test_module_refuses_a_config_containerd_itself_cannot_load(tmp_path):
@@ -462,3 +482,23 @@ def test_a_python_without_tomllib_or_tomli_is_refused_naming_python3_tomli(monke
     with pytest.raises(ct.ContainerdError) as refused:
         ct.loads(b"version = 2\n", "/etc/containerd/config.toml")
     assert refused.value.code == 3 and "python3-tomli" in refused.value.reason
+
+
+def test_a_later_file_undoes_the_drop_in_on_1x_by_any_cri_table_on_2x_only_by_our_keys():
+    section = {"max_container_log_line_size": 1}
+    later = [("/c/zz.toml", {"version": 3, "plugins": {"io.containerd.cri.v1.runtime": section}})]
+    ours = [("containerd", "runtimes", "nvidia"), ("enable_cdi",)]
+    assert ct.later_conflicts(R2, later, ours) == []
+    assert ct.later_conflicts(R17, [("/c/zz.toml", {"version": 2, "plugins": {"io.containerd.grpc.v1.cri": {}}})], ours)
+    section["enable_cdi"] = False
+    assert ct.later_conflicts(R2, later, ours) == ["/c/zz.toml"]
+
+
+def test_import_order_splits_around_the_drop_in_as_go_sorts_a_glob(tmp_path):
+    for name in ("10-a.toml", "99-gpu-install.toml", "99-nvidia.toml", "x.conf"):
+        (tmp_path / name).write_text("version = 2\n")
+    (tmp_path / "site.toml").write_text("version = 2\n")
+    doc = {"imports": [str(tmp_path / "site.toml"), str(tmp_path / "*.toml"), str(tmp_path / "site.toml")]}
+    before, after = ct.import_order(str(tmp_path / "config.toml"), doc, str(tmp_path / "99-gpu-install.toml"))
+    assert before == [str(tmp_path / "site.toml"), str(tmp_path / "10-a.toml")]
+    assert after == [str(tmp_path / "99-nvidia.toml")]
