@@ -774,6 +774,26 @@ def unit_active(run: Runner = _run) -> Optional[bool]:
     return run(["systemctl", "is-active", "--quiet", SERVICE], 30)[0] == 0
 
 
+def process_started(pid: int) -> Optional[float]:
+    """When process ``pid`` started, as a Unix time (proc(5): /proc/PID/stat field 22 in clock ticks after boot,
+    /proc/stat btime)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat", encoding="ascii", errors="replace") as fh:
+            btime = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
+        return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+
+
+def service_started(run: Runner = _run) -> Optional[float]:
+    """When containerd's running main process started (None when it does not run under systemd)."""
+    rc, out, _err = run(["systemctl", "show", "-p", "MainPID", "--value", SERVICE], 30)
+    pid = int(out.strip()) if rc == 0 and out.strip().isdigit() else 0
+    return process_started(pid) if pid > 0 else None
+
+
 def wait_answering(
     ctr: Optional[str],
     socket: str,
@@ -1039,6 +1059,12 @@ def configure(
     result.update(config_version=p.version, plugin_id=p.plugin_id, warnings=list(p.warnings))
     if not p.changed:
         result["msg"] = "containerd's configuration already has what gpu-install sets"
+        if restart and p.drop_in.exists and unit_active(run) is True and _restart_pending(p.drop_in.path, run):
+            # A run killed between the write and the restart: the file says it, the running containerd does not.
+            result.update(changed=True, msg="containerd runs without the drop-in written before it started")
+            result["diff"] = [{"prepared": f"{p.drop_in.path} is newer than the running containerd: it is restarted"}]
+            if not check_mode:
+                _restart(p, result, ctr_path, socket, timeout, run, rollback=False)
         return result
     result.update(changed=True, diff=_diffs(p))
     if check_mode:
@@ -1092,14 +1118,43 @@ def configure(
     result["msg"] = "containerd's configuration changed"
     if not restart or unit_active(run) is not True:
         return result
+    _restart(p, result, ctr_path, socket, timeout, run, candidate=candidate)
+    return result
+
+
+def _restart_pending(drop_in: str, run: Runner) -> bool:
+    started = service_started(run)
+    try:
+        return started is not None and os.stat(drop_in).st_mtime > started + 1.0
+    except OSError:
+        return False
+
+
+def _restart(
+    p: Plan,
+    result: Dict[str, Any],
+    ctr_path: Optional[str],
+    socket: str,
+    timeout: float,
+    run: Runner,
+    candidate: str = "",
+    rollback: bool = True,
+) -> None:
+    """Restart containerd and wait until it answers; if it does not, put the files back (``rollback``), restart it
+    again and fail with code 7."""
     ctr = find_binary("ctr", ctr_path)
     run(["systemctl", "reset-failed", SERVICE], 30)
     rc, out, err = run(["systemctl", "restart", SERVICE], max(timeout, 30))
     ok, why = (rc == 0, _tail(err or out)) if rc != 0 else wait_answering(ctr, socket, timeout, run)
     if ok:
         result["restarted"] = True
-        result["msg"] = "containerd's configuration changed; containerd was restarted and answers"
-        return result
+        result["msg"] += "; containerd was restarted and answers"
+        return
+    if not rollback:
+        raise ContainerdError(
+            errors.DOCKER_ROLLED_BACK,
+            f"containerd did not come back after a restart with the configuration already in place: {why}",
+        )
     _undo(p, candidate, result, config_too=True)
     run(["systemctl", "reset-failed", SERVICE], 30)
     run(["systemctl", "restart", SERVICE], max(timeout, 30))

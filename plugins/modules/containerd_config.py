@@ -29,6 +29,8 @@ description:
     the dump must show the runtime (and default, and CDI) and every runtime the user had. Then containerd is
     restarted when its unit is active (O(restart)), and the module waits until C(ctr version) answers; if it does
     not, both files are put back, containerd is restarted again, and the task fails with code 7.
+  - When nothing differs but the drop-in is newer than the running containerd (a run killed between its write and
+    the restart), containerd is restarted and the task reports a change.
 author:
   - gpu-install maintainers
 options:
@@ -149,7 +151,8 @@ restarted:
   returned: always
   type: bool
 diff:
-  description: A list of C(before), C(after), C(before_header), C(after_header) per file that changes; empty when none.
+  description: A list of C(before), C(after), C(before_header), C(after_header) per file that changes (or one
+    C(prepared) entry when only a restart is pending); empty when none.
   returned: always
   type: list
   elements: dict

@@ -502,3 +502,18 @@ def test_import_order_splits_around_the_drop_in_as_go_sorts_a_glob(tmp_path):
     before, after = ct.import_order(str(tmp_path / "config.toml"), doc, str(tmp_path / "99-gpu-install.toml"))
     assert before == [str(tmp_path / "site.toml"), str(tmp_path / "10-a.toml")]
     assert after == [str(tmp_path / "99-nvidia.toml")]
+
+
+def test_process_start_time_is_read_from_proc_as_unix_time():
+    import subprocess
+    import time
+
+    before = time.time()
+    proc = subprocess.Popen(["sleep", "5"])
+    try:
+        started = ct.process_started(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert started is not None and before - 1.5 <= started <= time.time() + 1.5  # /proc/stat btime is whole seconds
+    assert ct.process_started(2**22 + 1) is None  # above pid_max: no such process
