@@ -853,6 +853,7 @@ class Plan(NamedTuple):
     release: Release
     warnings: List[str]
     cri_disabled: bool = False  # config.toml's disabled_plugins names the CRI plugin
+    drop_in_dir_existed: bool = True  # a rollback removes the directory when this run made it
 
     @property
     def config_changed(self) -> bool:
@@ -953,7 +954,8 @@ def plan(path: str, drop_in: str, options: Options, version: Tuple[int, ...], st
             _check_added(doc, loads(new_text.encode("utf-8"), path), glob_entry, path)
             config_after = new_text.encode("utf-8")
     return Plan(config, config_after, read(drop_in), drop_after, version_out,
-                schema(version_out).plugin, rel, warnings, cri_disabled)  # fmt: skip
+                schema(version_out).plugin, rel, warnings, cri_disabled,
+                os.path.isdir(os.path.dirname(drop_in)))  # fmt: skip
 
 
 def _check_added(before: Doc, after: Doc, glob_entry: str, path: str) -> None:
@@ -1177,6 +1179,11 @@ def _undo(p: Plan, candidate: str, result: Dict[str, Any], config_too: bool = Fa
     back in place) removed."""
     _unlink(candidate)
     _restore(p, config_too)
+    if not p.drop_in_dir_existed:
+        try:
+            os.rmdir(os.path.dirname(p.drop_in.path))
+        except OSError:
+            pass
     for key in ("backup_file", "drop_in_backup_file"):
         if result.get(key):
             _unlink(result[key])

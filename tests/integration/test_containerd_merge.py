@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,88 @@ def test_containerd_1_7_keeps_runc_only_when_a_section_names_no_runtimes(tmp_pat
     )
     cri = _evidence(tmp_path, "trixie", "version = 2\nIMPORTS\n", imported)["plugins"]["io.containerd.grpc.v1.cri"]
     assert set(cri["containerd"]["runtimes"]) == {"runc"} and cri["enable_cdi"] is True
+
+
+# --- restart, a restart left pending, rollback: the module_utils in a systemd host with Debian's containerd ---------
+
+LAYER = """apt-get update -q
+DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends containerd
+containerd --version | grep -q ' 1\\.7\\.'
+"""
+CONFIG = "/etc/containerd/config.toml"
+DROP_IN = "/etc/containerd/conf.d/99-gpu-install.toml"
+# FIXTURE: containerd's start fails while gpu-install's drop-in exists (as in test_containerd_role.py).
+FAIL_UNIT = "/etc/systemd/system/containerd.service.d/gpuit-fail.conf"
+CONFIGURE = """import json, sys
+from gpu_install.collection import module_utils
+ct = module_utils("containerd")
+try:
+    print(json.dumps(ct.configure(restart=sys.argv[1] == "restart", timeout=10)))
+except ct.ContainerdError as exc:
+    print(json.dumps({"code": exc.code, "reason": exc.reason}))
+"""
+
+
+@pytest.fixture(scope="module")
+def systemd_host(host_factory):
+    from hosts import ensure_layer
+
+    host = host_factory("trixie", image=ensure_layer("trixie", "containerd-module", LAYER),
+                        tmpfs=("/var/lib/containerd:exec",))  # fmt: skip
+    try:
+        yield host
+    finally:
+        host_factory.remove(host)
+
+
+def _configure(host, how: str) -> dict:
+    import json
+
+    from hosts import VENV
+
+    host.put("/root/configure.py", CONFIGURE.encode())
+    return json.loads(host.run([f"{VENV}/bin/python", "/root/configure.py", how]).stdout)
+
+
+def _main_pid(host) -> str:
+    return str(host.run(["systemctl", "show", "-p", "MainPID", "--value", "containerd"]).stdout.strip())
+
+
+def _fresh(host, config: bytes) -> None:
+    host.run(["sh", "-c", f"rm -rf /etc/containerd/conf.d /etc/containerd/*.bak {FAIL_UNIT}; systemctl daemon-reload"])
+    host.put(CONFIG, config)
+    host.run(["systemctl", "restart", "containerd"])
+    host.run(["sh", "-c", "for i in $(seq 50); do ctr version >/dev/null 2>&1 && exit 0; sleep 0.2; done; exit 1"])
+
+
+def test_containerd_is_restarted_a_pending_restart_is_caught_and_a_failed_start_is_rolled_back(systemd_host):
+    host = systemd_host
+    config = (CORPUS / "kubeadm-node-v2.toml").read_bytes()
+    _fresh(host, config)
+    pid = _main_pid(host)
+    done = _configure(host, "restart")
+    assert done["changed"] and done["restarted"], done
+    assert _main_pid(host) != pid and "nvidia" in host.run(["containerd", "config", "dump"]).stdout
+    pid = _main_pid(host)
+    again = _configure(host, "restart")
+    assert again["changed"] is False and again["restarted"] is False and _main_pid(host) == pid
+
+    # A run killed between its write and the restart leaves the files newer than the running containerd.
+    _fresh(host, config)
+    time.sleep(1.2)
+    assert _configure(host, "no-restart")["restarted"] is False
+    pid = _main_pid(host)
+    pending = _configure(host, "restart")
+    assert pending["changed"] is True and pending["restarted"] is True and _main_pid(host) != pid, pending
+    assert _configure(host, "restart")["changed"] is False
+
+    # containerd does not start with the new configuration: both files back, containerd running the old one.
+    _fresh(host, config)
+    host.put(FAIL_UNIT, f"[Service]\nExecStartPre=/bin/sh -c 'test ! -e {DROP_IN}'\n".encode())
+    host.run(["systemctl", "daemon-reload"])
+    failed = _configure(host, "restart")
+    assert failed["code"] == 7 and failed["reason"].startswith("containerd did not come back"), failed
+    assert host.get(CONFIG) == config
+    assert host.run(["ls", "-A", "/etc/containerd"]).stdout.split() == ["config.toml"]  # no drop-in, backup, conf.d
+    assert host.run(["systemctl", "is-active", "containerd"], check=False).stdout.strip() == "active"
+    host.run(["sh", "-c", f"rm -f {FAIL_UNIT}; systemctl daemon-reload"])
