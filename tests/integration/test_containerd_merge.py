@@ -9,7 +9,9 @@ entry, the default runtime name when asked or when it named our runtime, enable_
 top-level imports), the user's other runtimes and sandbox image survive, config.toml changes by one line at most,
 and a second merge changes nothing. ``config dump`` loads and merges a configuration without a running daemon.
 
-The evidence tests at the end show what each containerd does with imported files (docs/containerd.md cites them).
+The evidence tests show what each containerd does with imported files (docs/containerd.md cites them). The last
+test runs the module_utils in a systemd trixie host with Debian's containerd (a layer of tests/integration/hosts.py):
+restart, a restart left pending by a killed run, and the rollback when containerd does not start.
 """
 
 from __future__ import annotations
