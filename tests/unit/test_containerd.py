@@ -517,3 +517,16 @@ def test_process_start_time_is_read_from_proc_as_unix_time():
         proc.wait()
     assert started is not None and before - 1.5 <= started <= time.time() + 1.5  # /proc/stat btime is whole seconds
     assert ct.process_started(2**22 + 1) is None  # above pid_max: no such process
+
+
+@settings(max_examples=200, deadline=None)
+@given(tables, st.one_of(st.none(), st.lists(st.text(max_size=10), max_size=3)))
+def test_any_emitted_file_gains_the_import_by_one_line_and_keeps_every_value(doc, imports):
+    doc = {k: v for k, v in doc.items() if k != "imports"}
+    if imports is not None:
+        doc["imports"] = imports
+    text = ct.dumps(doc)
+    after = ct.add_import(text, GLOB)
+    assert tomllib.loads(after) == dict(doc, imports=list(imports or []) + [GLOB])
+    gone, new = added(text, after)
+    assert len(gone) <= 1 and len(new) <= 1
