@@ -1055,6 +1055,14 @@ def check_containerd_kubernetes(facts: dict[str, Any], settings: dict[str, Any])
     """A kubelet's pods get NVIDIA's runtime by default, or through the nvidia RuntimeClass."""
     if not (facts.get("containerd") or {}).get("kubelet"):
         return None
+    if (settings.get("nvidia_container_mode") or "runtime") == "cdi":
+        return check(
+            "kubernetes",
+            "info",
+            "In cdi mode the kubelet's pods run under containerd's own runtime and get GPUs as CDI devices, which "
+            "the NVIDIA device plugin asks for (its cdi-cri or cdi-annotations strategy); no RuntimeClass is needed.",
+            "Deploy the NVIDIA device plugin with deviceListStrategy cdi-cri (docs/kubernetes.md).",
+        )
     if settings.get("containerd_default_runtime"):
         return check(
             "kubernetes",

@@ -198,6 +198,12 @@ def test_a_kubelet_node_gets_the_runtimeclass_hint_and_docker_is_skipped(tmp_pat
     assert "gpu-install k8s runtimeclass | kubectl apply -f -" in checks["kubernetes"]["fix"]
 
 
+def test_a_kubelet_node_in_cdi_mode_is_pointed_at_the_device_plugin_not_a_runtimeclass():
+    result = doctor_checks.check_containerd_kubernetes(facts(kubelet=True), {"nvidia_container_mode": "cdi"})
+    assert result is not None and result["status"] == "info" and "cdi-cri" in result["fix"]
+    assert doctor_checks.check_containerd_kubernetes(facts(kubelet=False), {}) is None
+
+
 def test_a_docker_host_gets_no_containerd_or_podman_checks():
     host = {"docker": {"flavour": "docker.io"}, "containerd": {"present": True, "cri_enabled": True}}
     checks = by_id(doctor_checks.run_checks({"facts": host, "settings": {}, "docker": {"info": None}}))
