@@ -388,3 +388,20 @@ def test_containerd_hung_container_times_out_and_is_removed(tmp_path, two_gpus, 
     assert rc == 1 and len(result["checks"]) == 1 and result["checks"][0]["rc"] is None
     assert "did not finish within 3 seconds" in result["gpu_install_error"]["reason"]
     assert containerd.ctr("containers", "ls", "-q").stdout.strip() == ""
+
+
+# -- the role passes the host's engines ------------------------------------------------------------------------------
+def test_role_verifies_the_engines_detection_resolved(tmp_path, monkeypatch):
+    from gpu_install import engine
+
+    monkeypatch.setenv("GPU_INSTALL_LOG_DIR", str(tmp_path / "logs"))
+    playbook = tmp_path / "role.yml"
+    playbook.write_text(
+        "- name: The role on its own\n  hosts: all\n  gather_facts: false\n"
+        "  roles:\n    - role: gpu_install.nvidia.gpu_verify\n"
+    )
+    result = engine.run_playbook(str(playbook), {}, check=True)
+    assert result.error() is None, result.failures
+    resolved = result.facts.get("engines") or ["docker"]
+    assert result.results["verify"]["engines"] == resolved
+    assert [r["engine"] for r in result.results["verify"]["runs"]] == resolved
