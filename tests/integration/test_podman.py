@@ -211,3 +211,34 @@ def test_verify_podman_absent_image_with_pull_off_fails_naming_podman_store(podm
     assert result["gpu_install_error"]["reason"].startswith(
         "The image gpu-install-test.invalid/absent:1 is not in Podman's store and pulling it is off"
     )
+
+
+def _doctor_as(host: Host, user: str) -> dict[str, dict]:
+    proc = host.run(["runuser", "-u", user, "--", "gpu-install", "doctor", "--json"], check=False, env=ENV)
+    assert proc.returncode in (0, 8), proc.stdout + proc.stderr
+    return {c["id"]: c for c in json.loads(proc.stdout)["checks"]}
+
+
+def test_doctor_checks_podman_for_a_rootless_user_against_the_device_nodes_modes(podman_host):
+    host = podman_host
+    host.put("/etc/gpu-install/config.yml", "gpu_install_container_engines: [podman]\n")
+    host.run(["mkdir", "-p", "/var/run/cdi"])
+    host.put("/var/run/cdi/nvidia.yaml", json.dumps(fixture_spec()))  # FIXTURE: the toolkit's spec path, JSON is YAML
+    host.run(["sh", "-c", "id alice >/dev/null 2>&1 || useradd -m alice"])
+    # FIXTURE: a device node with the NVIDIA driver's major (195) and a mode closed to others
+    host.run(["sh", "-c", "rm -f /dev/nvidia0; mknod -m 0660 /dev/nvidia0 c 195 0 && chgrp video /dev/nvidia0"])
+    try:
+        checks = _doctor_as(host, "alice")
+        assert checks["podman"]["status"] == "pass" and "Podman 5." in checks["podman"]["message"]
+        assert checks["podman_spec"]["status"] == "pass"
+        assert checks["docker"]["status"] == "skip"
+        rootless = checks["podman_rootless"]
+        assert rootless["status"] == "fail", rootless
+        assert rootless["message"].startswith("Rootless Podman run by the user alice cannot open /dev/nvidia0 (0660")
+        host.run(["chmod", "0666", "/dev/nvidia0"])
+        assert _doctor_as(host, "alice")["podman_rootless"]["status"] == "pass"
+        host.run(["chmod", "0600", "/var/run/cdi/nvidia.yaml"])
+        closed = _doctor_as(host, "alice")["podman_rootless"]
+        assert closed["status"] == "fail" and "/var/run/cdi/nvidia.yaml (0600)" in closed["message"]
+    finally:
+        host.run(["rm", "-f", "/dev/nvidia0", "/var/run/cdi/nvidia.yaml", "/etc/gpu-install/config.yml"])
