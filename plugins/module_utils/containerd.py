@@ -749,7 +749,7 @@ def dump_problems(dump: Doc, before: Optional[Doc], rel: Release, options: Optio
         problems.append("enable_cdi is not true")
     if before is not None:
         old = get_path(before, ("plugins", sch.plugin) + sch.runtimes) or {}
-        lost = sorted(set(old) - set(runtimes))
+        lost = sorted(set(old) - set(runtimes) - {options.runtime_name})  # ours goes in cdi mode
         if lost:
             problems.append(f"runtimes {', '.join(lost)} are gone")
     return problems
@@ -825,12 +825,17 @@ class File(NamedTuple):
     path: str
     exists: bool
     data: bytes
+    mode: int = 0o644
+    uid: int = -1  # -1: a new file's owner (root, or the user running a test)
+    gid: int = -1
 
 
 def read(path: str) -> File:
+    """The file as it is now: bytes, mode and owner (kept to write it back even after it was removed)."""
     try:
         with open(path, "rb") as fh:
-            return File(path, True, fh.read())
+            st = os.fstat(fh.fileno())
+            return File(path, True, fh.read(), st.st_mode & 0o7777, st.st_uid, st.st_gid)
     except FileNotFoundError:
         return File(path, False, b"")
     except OSError as exc:
@@ -1003,8 +1008,7 @@ def result_skeleton(path: str, drop_in: str) -> Dict[str, Any]:
 
 def _stat(f: File) -> Tuple[int, int, int]:
     if f.exists:
-        st = os.stat(f.path)
-        return st.st_mode & 0o7777, st.st_uid, st.st_gid
+        return f.mode, f.uid, f.gid
     if os.geteuid() != 0:
         return 0o644, os.geteuid(), os.getegid()
     return 0o644, 0, 0
@@ -1020,7 +1024,7 @@ def _put(f: File, data: Optional[bytes]) -> None:
     directory = os.path.dirname(f.path)
     if not os.path.isdir(directory):
         os.makedirs(directory, mode=0o755)
-    write_atomic(f.path, data, mode, uid, gid, like=f.path if f.exists else None)
+    write_atomic(f.path, data, mode, uid, gid, like=f.path if os.path.exists(f.path) else None)
 
 
 def _backup(f: File) -> Optional[str]:

@@ -148,6 +148,33 @@ def test_merge_keeps_everything_but_our_keys_in_containerds_own_view(tmp_path, n
     assert {p: p.read_bytes() for p in (config, drop_in) if p.exists()} == files
 
 
+def test_cdi_mode_on_2_1_removes_the_drop_in_a_runtime_mode_run_left_keeping_its_backup(tmp_path):
+    config, drop_in = install(tmp_path, "kubeadm-node-v3.toml")
+    before = dump("sid", config)
+    first = ct.configure(str(config), str(drop_in), MODES["runtime"], restart=False, containerd_path=containerd("sid"))
+    assert first["changed"] and drop_in.is_file()
+    written = drop_in.read_text()
+    second = ct.configure(str(config), str(drop_in), MODES["cdi"], restart=False, containerd_path=containerd("sid"))
+    assert second["changed"] and not drop_in.exists()
+    assert Path(second["drop_in_backup_file"]).read_text() == written
+    assert [d["before_header"] for d in second["diff"]] == [str(drop_in)] and second["diff"][0]["after"] == ""
+    after = dump("sid", config)
+    assert after["plugins"][RUNTIME_PLUGIN["sid"]] == before["plugins"][RUNTIME_PLUGIN["sid"]]  # CDI on by default
+    again = ct.configure(str(config), str(drop_in), MODES["cdi"], restart=False, containerd_path=containerd("sid"))
+    assert again["changed"] is False
+
+
+def test_cdi_mode_on_1_7_takes_the_runtime_a_runtime_mode_run_registered_out_again(tmp_path):
+    config, drop_in = install(tmp_path, "kubeadm-node-v2.toml")
+    binary = containerd("trixie")
+    ct.configure(str(config), str(drop_in), MODES["runtime-default"], restart=False, containerd_path=binary)
+    assert "nvidia" in dump("trixie", config)["plugins"][RUNTIME_PLUGIN["trixie"]]["containerd"]["runtimes"]
+    ct.configure(str(config), str(drop_in), MODES["cdi"], restart=False, containerd_path=binary)
+    cri = dump("trixie", config)["plugins"][RUNTIME_PLUGIN["trixie"]]
+    assert "nvidia" not in cri["containerd"]["runtimes"] and cri["containerd"]["default_runtime_name"] == "runc"
+    assert cri["enable_cdi"] is True and cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
+
+
 # --- evidence: what each containerd does with an imported file --------------------------------------------------
 
 
