@@ -669,7 +669,8 @@ def header(config_path: str, rel: Release) -> str:
     ]
     if rel.replaces_sections:
         lines.append("# containerd 1.x replaces a plugin's whole section with an imported file's, so this file repeats")
-        lines.append(f"# the CRI section of {config_path} (and the files it imports) as containerd merges them.")
+        lines.append(f"# the CRI section of {config_path} (and the files it imports) as containerd merges them:")
+        lines.append("# after changing that section there, run gpu-install again to bring this copy up to date.")
     return "\n".join(lines) + "\n"
 
 
