@@ -507,18 +507,21 @@ def _emit_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
-def _emit_table(table: Doc, path: List[str], out: List[str]) -> None:
+def _emit_table(table: Doc, path: List[str], out: List[str], depth: int = 0) -> None:
+    """A table's header (when it has values of its own, or nothing else) and values, then its sub-tables, each
+    header indented two spaces per header above it."""
     scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict)]
     tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
-    indent = "  " * max(len(path) - 1, 0)
+    indent = "  " * depth
     if path and (scalars or not tables):
         if out and out[-1] != "":
             out.append("")
         out.append(indent + "[" + ".".join(_emit_key(k) for k in path) + "]")
+        depth += 1
     for key, value in scalars:
-        out.append(indent + ("  " if path else "") + f"{_emit_key(key)} = {_emit_value(value)}")
+        out.append("  " * depth + f"{_emit_key(key)} = {_emit_value(value)}")
     for key, value in tables:
-        _emit_table(value, path + [key], out)
+        _emit_table(value, path + [key], out, depth)
 
 
 def dumps(doc: Doc, header: str = "") -> str:
