@@ -70,8 +70,9 @@ def test_cri_plugin_on_passes_and_names_the_kubelet():
     assert result["status"] == "pass" and "a kubelet on this host uses it" in result["message"]
 
 
-def test_cri_plugin_disabled_fails_naming_disabled_plugins_and_the_fix():
-    result = doctor_checks.check_containerd_cri(facts(cri_enabled=False, disabled_plugins=["cri"]))
+def test_cri_plugin_disabled_fails_under_a_kubelet_and_warns_without_one():
+    assert doctor_checks.check_containerd_cri(facts(cri_enabled=False))["status"] == "warn"
+    result = doctor_checks.check_containerd_cri(facts(cri_enabled=False, disabled_plugins=["cri"], kubelet=True))
     assert result["status"] == "fail"
     assert result["message"].startswith("containerd 1.7.24's CRI plugin is disabled (disabled_plugins in")
     assert "Remove the CRI plugin from disabled_plugins" in result["fix"]
