@@ -125,6 +125,11 @@ MAX_SECONDS = 86400
 MAX_FILE = 1 << 20
 _JINJA = ("{{", "}}", "{%", "%}", "{#", "#}")
 _VERSION = r"[0-9][A-Za-z0-9.+~:_^-]{0,127}"
+# A name on PATH or an absolute path without "." or ".." parts (an engine runs it; it is never given to a shell).
+_COMMAND = (
+    r"(?!.*(?:^|/)\.\.?(?:/|$))(?:[A-Za-z0-9_.+][A-Za-z0-9_.+-]{0,254}|(?:/[A-Za-z0-9_.+-]{1,255}){1,32})",
+    "a command name on PATH or an absolute path without . or .. parts",
+)
 PATTERNS: dict[str, tuple[str, str]] = {
     "nvidia_driver_branch": (r"(?:[0-9]{3,4})?", 'a driver branch\'s major number, e.g. "550" (or empty)'),
     "nvidia_driver_runfile_sha256": (r"(?:[0-9A-Fa-f]{64})?", "64 hexadecimal digits (or empty)"),
@@ -132,10 +137,13 @@ PATTERNS: dict[str, tuple[str, str]] = {
         f"(?:{_VERSION})?",
         "a package version as the package manager spells it, e.g. 1.17.8-1 (or empty)",
     ),
-    # A name on PATH or an absolute path without ".." (dockerd runs it; it is never given to a shell).
-    "docker_runtime_path": (
-        r"(?!.*(?:^|/)\.\.?(?:/|$))(?:[A-Za-z0-9_.+][A-Za-z0-9_.+-]{0,254}|(?:/[A-Za-z0-9_.+-]{1,255}){1,32})",
-        "a command name on PATH or an absolute path without . or .. parts",
+    # dockerd runs it; containerd's runc shim runs it as BinaryName.
+    "docker_runtime_path": _COMMAND,
+    "containerd_runtime_path": _COMMAND,
+    # containerd's config.toml: an absolute path without ".." (the module reads and edits it).
+    "containerd_config_path": (
+        r"(?!.*(?:^|/)\.\.?(?:/|$))(?:/[A-Za-z0-9_.+-]{1,255}){1,32}",
+        "an absolute path without . or .. parts, e.g. /etc/containerd/config.toml",
     ),
     # A Docker image reference (registry/name:tag@digest); never an option (no leading "-").
     "gpu_verify_image": (r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}", "an image reference, e.g. debian:bookworm-slim"),
