@@ -17,7 +17,7 @@ SUBCOMMANDS = {
 
 EXIT_HELP = """exit codes:
   0 ok · 1 internal error · 2 usage · 3 unsupported platform or setting · 4 invalid input
-  5 package source error · 6 busy · 7 Docker failed to come back (rolled back)
+  5 package source error · 6 busy · 7 an engine failed to come back (rolled back)
   8 verification failed · 9 reboot required to finish · 10 host error · 130/143 interrupted
 """
 

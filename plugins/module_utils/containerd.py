@@ -1162,7 +1162,7 @@ def _restart(
         return
     if not rollback:
         raise ContainerdError(
-            errors.DOCKER_ROLLED_BACK,
+            errors.ENGINE_ROLLED_BACK,
             f"containerd did not come back after a restart with the configuration already in place: {why}",
         )
     _undo(p, candidate, result, config_too=True)
@@ -1170,7 +1170,7 @@ def _restart(
     run(["systemctl", "restart", SERVICE], max(timeout, 30))
     wait_answering(ctr, socket, timeout, run)
     raise ContainerdError(
-        errors.DOCKER_ROLLED_BACK,
+        errors.ENGINE_ROLLED_BACK,
         f"containerd did not come back with the new configuration; the previous configuration is restored: {why}",
     )
 

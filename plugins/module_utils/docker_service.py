@@ -275,6 +275,6 @@ def apply(
         else f"the previous {path} was put back, but Docker did not start with it either"
     )
     raise ServiceError(
-        errors.DOCKER_ROLLED_BACK,
+        errors.ENGINE_ROLLED_BACK,
         f"Docker did not come back with the new configuration ({reason}); {tail}: fix the cause, then run again.",
     )

@@ -16,7 +16,7 @@ UNSUPPORTED = 3
 INVALID_INPUT = 4
 PACKAGE_SOURCE = 5
 BUSY = 6
-DOCKER_ROLLED_BACK = 7
+ENGINE_ROLLED_BACK = 7
 VERIFY_FAILED = 8
 REBOOT_REQUIRED = 9
 HOST_ERROR = 10
@@ -32,7 +32,7 @@ EXIT_CODES = {
     INVALID_INPUT: "invalid input (settings, malformed files)",
     PACKAGE_SOURCE: "package source error",
     BUSY: "busy (package manager lock, or another gpu-install run)",
-    DOCKER_ROLLED_BACK: "Docker failed to come back with the new configuration (rolled back)",
+    ENGINE_ROLLED_BACK: "a container engine (Docker or containerd) failed to come back with the new configuration (rolled back)",
     VERIFY_FAILED: "verification failed",
     REBOOT_REQUIRED: "reboot required to finish",
     HOST_ERROR: "host error (not root, disk full, read-only filesystem)",

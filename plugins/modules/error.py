@@ -19,7 +19,7 @@ options:
   code:
     description:
       - The gpu-install exit code class (3 unsupported, 4 invalid input, 5 package source, 6 busy,
-        7 Docker rolled back, 8 verification failed, 9 reboot required, 10 host error).
+        7 engine rolled back, 8 verification failed, 9 reboot required, 10 host error).
     type: int
     required: true
   reason:
