@@ -32,7 +32,9 @@ EXIT_CODES = {
     INVALID_INPUT: "invalid input (settings, malformed files)",
     PACKAGE_SOURCE: "package source error",
     BUSY: "busy (package manager lock, or another gpu-install run)",
-    ENGINE_ROLLED_BACK: "a container engine (Docker or containerd) failed to come back with the new configuration (rolled back)",
+    ENGINE_ROLLED_BACK: (
+        "a container engine (Docker or containerd) failed to come back with the new configuration (rolled back)"
+    ),
     VERIFY_FAILED: "verification failed",
     REBOOT_REQUIRED: "reboot required to finish",
     HOST_ERROR: "host error (not root, disk full, read-only filesystem)",
