@@ -702,6 +702,34 @@ def _planned_run(run: Dict[str, Any], checks: Sequence[Dict[str, Any]], argv_for
     return run
 
 
+def _pull_absent(
+    run: Dict[str, Any],
+    absent: str,
+    pull_argv: Sequence[str],
+    failed: Callable[[str], str],
+    pull: bool,
+    check_mode: bool,
+    timeout: float,
+    runner: Runner,
+) -> Optional[Dict[str, Any]]:
+    """The image is not in the engine's store: refuse when pulling is off (``absent``; a plan records it as the
+    blocker), plan the pull in check mode, else pull it with ``pull_argv`` (``failed(why)`` says a failed pull).
+    Returns the failed run, or None to go on (``run["pulled"]`` says whether it pulled)."""
+    if not pull:
+        if not check_mode:
+            return _run_fail(run, absent)
+        run["blocker"] = VerifyError(absent).record()  # the real run would fail: a plan says so
+    elif check_mode:
+        run["changed"] = True  # the real run would pull it
+    else:
+        rc, out = runner(pull_argv, timeout)
+        if rc != 0:
+            return _run_fail(run, failed("timed out" if rc is None else _last_line(out) or f"exit code {rc}"))
+        run["pulled"] = True
+        run["changed"] = True
+    return None
+
+
 def _verify_docker(
     gpus: Sequence[Dict[str, Any]],
     mode: str,
@@ -742,23 +770,20 @@ def _verify_docker(
             f"The image {image} is not on this host and pulling it is off (gpu_verify_pull: false): "
             "load it (docker load -i FILE) or allow the pull, then verify again."
         )
-        if not pull:
-            if not check_mode:
-                return _run_fail(run, absent)
-            run["blocker"] = VerifyError(absent).record()  # the real run would fail: a plan says so
-        elif check_mode:
-            run["changed"] = True  # the real run would pull it
-        else:
-            rc, out = runner([path, "pull", image], timeout)
-            if rc != 0:
-                why = "timed out" if rc is None else _last_line(out) or f"exit code {rc}"
-                return _run_fail(
-                    run,
-                    f"Pulling the image {image} failed ({why}): make the registry reachable from dockerd, or load the "
-                    "image (docker load -i FILE) or name one that is here (gpu_verify_image), then verify again.",
-                )
-            run["pulled"] = True
-            run["changed"] = True
+        failed = _pull_absent(
+            run,
+            absent,
+            [path, "pull", image],
+            lambda why: f"Pulling the image {image} failed ({why}): make the registry reachable from dockerd, or load "
+            "the image (docker load -i FILE) or name one that is here (gpu_verify_image), then verify again.",
+            pull,
+            check_mode,
+            timeout,
+            runner,
+        )
+        if failed is not None:
+            return failed
+        if run["pulled"]:
             env = image_env(path, image, timeout, runner)
 
     checks = plan_checks(gpus, mode)
@@ -846,26 +871,20 @@ def _verify_containerd(
                 f"(gpu_verify_pull: false): import it (ctr --namespace {CTR_NAMESPACE} images import FILE) or allow "
                 "the pull, then verify again."
             )
-            if not pull:
-                if not check_mode:
-                    return _run_fail(run, absent)
-                run["blocker"] = VerifyError(absent).record()
-            elif check_mode:
-                run["changed"] = True
-            else:
-                rc, out = runner(
-                    [path, "--address", address, "--namespace", CTR_NAMESPACE, "images", "pull", ref], timeout
-                )
-                if rc != 0:
-                    why = "timed out" if rc is None else _last_line(out) or f"exit code {rc}"
-                    return _run_fail(
-                        run,
-                        f"Pulling the image {ref} into containerd failed ({why}): make the registry reachable from "
-                        f"this host, or import the image (ctr --namespace {CTR_NAMESPACE} images import FILE) or name "
-                        "one that is there (gpu_verify_image), then verify again.",
-                    )
-                run["pulled"] = True
-                run["changed"] = True
+            failed = _pull_absent(
+                run,
+                absent,
+                [path, "--address", address, "--namespace", CTR_NAMESPACE, "images", "pull", ref],
+                lambda why: f"Pulling the image {ref} into containerd failed ({why}): make the registry reachable "
+                f"from this host, or import the image (ctr --namespace {CTR_NAMESPACE} images import FILE) or name "
+                "one that is there (gpu_verify_image), then verify again.",
+                pull,
+                check_mode,
+                timeout,
+                runner,
+            )
+            if failed is not None:
+                return failed
     state["image"] = ref
 
     def argv_for(check: Dict[str, Any], name: Optional[str]) -> List[str]:
@@ -940,24 +959,22 @@ def _verify_podman(
             f"The image {image} is not in Podman's store and pulling it is off (gpu_verify_pull: false): load it "
             "(podman load -i FILE) or allow the pull, then verify again."
         )
-        if not pull:
-            if not check_mode:
-                return _run_fail(run, absent)
-            run["blocker"] = VerifyError(absent).record()
-        elif check_mode:
-            run["changed"] = True
-        else:
-            ref = full_reference(image)
-            rc, out = runner([path, "pull", ref], timeout)
-            if rc != 0:
-                why = "timed out" if rc is None else _last_line(out) or f"exit code {rc}"
-                return _run_fail(
-                    run,
-                    f"Pulling the image {ref} with Podman failed ({why}): make the registry reachable, or load the "
-                    "image (podman load -i FILE) or name one that is here (gpu_verify_image), then verify again.",
-                )
-            run["pulled"] = True
-            run["changed"] = True
+        full = full_reference(image)
+        failed = _pull_absent(
+            run,
+            absent,
+            [path, "pull", full],
+            lambda why: f"Pulling the image {full} with Podman failed ({why}): make the registry reachable, or load "
+            "the image (podman load -i FILE) or name one that is here (gpu_verify_image), then verify again.",
+            pull,
+            check_mode,
+            timeout,
+            runner,
+        )
+        if failed is not None:
+            return failed
+        if run["pulled"]:
+            ref = full
             env = image_env(path, ref, timeout, runner)
     state["image"] = ref
     checks = plan_checks(gpus, mode, "podman", version)
