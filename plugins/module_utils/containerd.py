@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
 from ansible_collections.gpu_install.nvidia.plugins.module_utils.daemon_json import FIX_IT, backup_name
 from ansible_collections.gpu_install.nvidia.plugins.module_utils.docker_service import systemd_running
-from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import write_atomic
+from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import decode_utf8, line_col, write_atomic
 
 DEFAULT_PATH = "/etc/containerd/config.toml"
 DEFAULT_DROP_IN = "/etc/containerd/conf.d/99-gpu-install.toml"
@@ -138,18 +138,8 @@ def refusal(path: str, what: str, line: int, col: int) -> ContainerdError:
     )
 
 
-def _line_col(text: str, offset: int) -> Tuple[int, int]:
-    line = text.count("\n", 0, offset) + 1
-    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
-
-
 def decode(data: bytes, path: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        head = data[: exc.start].decode("utf-8", "replace")
-        line, col = _line_col(head, len(head))
-        raise refusal(path, f"bytes that are not UTF-8 (0x{data[exc.start]:02x})", line, col) from None
+    return decode_utf8(data, lambda what, line, col: refusal(path, what, line, col))
 
 
 def loads(data: bytes, path: str) -> Doc:
@@ -168,7 +158,7 @@ def loads(data: bytes, path: str) -> Doc:
         elif line is None:
             end = "(at end of document)"
             msg = msg.replace(end, "").strip()
-            line, col = _line_col(text, len(text))
+            line, col = line_col(text, len(text))
         what = msg[:1].lower() + msg[1:] if msg else "malformed TOML"
         raise refusal(path, what, int(line), int(col or 1)) from None
     return dict(doc)

@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
-from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import write_atomic
+from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import decode_utf8, line_col, write_atomic
 
 DEFAULT_PATH = "/etc/docker/daemon.json"
 DEFAULT_STATE_DIR = "/var/lib/gpu-install"
@@ -335,12 +335,6 @@ class _Parser:
         return JsonString(value, raw)
 
 
-def _line_col(text: str, offset: int) -> Tuple[int, int]:
-    line = text.count("\n", 0, offset) + 1
-    col = offset - (text.rfind("\n", 0, offset) + 1) + 1
-    return line, col
-
-
 def refusal(path: str, what: str, line: int, col: int) -> DaemonJsonError:
     return DaemonJsonError(
         errors.INVALID_INPUT,
@@ -354,12 +348,7 @@ def decode(data: bytes, path: str) -> str:
         raise refusal(path, "a UTF-8 byte-order mark", 1, 1)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise refusal(path, "UTF-16 text (a byte-order mark)", 1, 1)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        head = data[: exc.start].decode("utf-8", "replace")
-        line, col = _line_col(head, len(head))
-        raise refusal(path, f"bytes that are not UTF-8 (0x{data[exc.start]:02x})", line, col) from None
+    return decode_utf8(data, lambda what, line, col: refusal(path, what, line, col))
 
 
 def parse_text(text: str, path: str) -> Tuple[Doc, Dict[Tuple[str, ...], int]]:
@@ -367,7 +356,7 @@ def parse_text(text: str, path: str) -> Tuple[Doc, Dict[Tuple[str, ...], int]]:
     try:
         doc = parser.document()
     except ParseError as exc:
-        line, col = _line_col(text, exc.offset)
+        line, col = line_col(text, exc.offset)
         raise refusal(path, exc.what, line, col) from None
     except RecursionError:  # pragma: no cover - MAX_DEPTH keeps well below the limit
         raise refusal(path, "nesting too deep", 1, 1) from None
@@ -420,7 +409,7 @@ def _check_shape(doc: Doc, positions: Dict[Tuple[str, ...], int], text: str, pat
             node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
         if node is _MISSING or (isinstance(node, kinds) and not isinstance(node, bool)):
             continue
-        line, col = _line_col(text, positions.get(where, 0))
+        line, col = line_col(text, positions.get(where, 0))
         dotted = ".".join(where)
         raise refusal(path, f'"{dotted}" is {_kind(node)}, not {named}', line, col)
 

@@ -6,15 +6,34 @@ A temp file in the target's directory, the content, mode, owner (and an
 existing file's SELinux label), fsync, rename onto the target, fsync of the
 directory: a reader sees the old file or the new one, never a part; on any
 failure the temp file is removed and the target is as it was.
+
+Reading: ``decode_utf8`` gives a file's text or refuses bytes that are not UTF-8 at their line and column
+(``line_col``), through the caller's own refusal.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 TEMP_SUFFIX = ".gpu-install.tmp"
+
+
+def line_col(text: str, offset: int) -> Tuple[int, int]:
+    """The 1-based line and column of ``offset`` in ``text``."""
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def decode_utf8(data: bytes, refuse: Callable[[str, int, int], Exception]) -> str:
+    """``data`` as UTF-8 text; the first byte that is not UTF-8 raises ``refuse(what, line, column)``."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        head = data[: exc.start].decode("utf-8", "replace")
+        line, col = line_col(head, len(head))
+        raise refuse(f"bytes that are not UTF-8 (0x{data[exc.start]:02x})", line, col) from None
 
 
 def _copy_selinux(src_fd: Optional[int], dst_fd: int) -> None:
