@@ -10,6 +10,8 @@ the host's own dash and libc. What stands in for the GPU is named as a FIXTURE e
   GPU whose variable and device node the container got);
 * the fake libnvidia-ml.so.1 of tests/unit/test_nvml_probe.py, compiled here, for NVML's view outside.
 
+Both come from tests/fixtures/engines.py, which tests/integration/test_verify_engines.py shares.
+
 So the gpu_verify module's podman path runs for real end to end: Podman resolves the CDI names (``--device
 nvidia.com/gpu=...`` and Podman 5's ``--gpus``), crun starts the containers, and the module compares what the
 stand-in prints inside with the fake NVML outside. One accommodation of the test host, not of gpu-install: Docker
@@ -19,10 +21,8 @@ off in /etc/containers/containers.conf there.
 
 from __future__ import annotations
 
-import ast
 import json
-import shutil
-import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,77 +30,16 @@ import pytest
 from hosts import Host, HostFactory, ensure_layer
 from roles import VENV
 
-A = "GPU-d797d853-7e5b-0993-a5ec-b02ca97045ca"
-B = "GPU-59612015-34ef-44a0-8fe4-7daa00bab28a"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixtures.engines import FIXTURE, STAND_IN_SMI, A, B, build_fake_nvml, fixture_spec  # noqa: E402
+
 LAYER = (
     "apt-get update -q\n"
     "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends podman crun netavark\n"
 )
 IMAGE = "localhost/gpu-install-test-tiny"
 SPEC = "/etc/cdi/gpu-install-test-fixture.json"
-FIXTURE = "/opt/gpu-install-test-fixture"
 ENV = {"PODMAN_IGNORE_CGROUPSV1_WARNING": "1"}  # this machine's cgroup v1 (with a v2 mount) is what the host sees
-STAND_IN_SMI = (
-    "#!/bin/sh\n"
-    "# gpu-install test FIXTURE: a stand-in for nvidia-smi. Prints the UUID of each GPU whose FIXTURE_GPU_<n>\n"
-    "# variable and /dev/fixture-gpu<n> node the CDI fixture spec gave the container; its arguments are ignored.\n"
-    "for i in 0 1; do eval u=\\${FIXTURE_GPU_$i:-}\n"
-    '  if [ -n "$u" ] && [ -c /dev/fixture-gpu$i ]; then echo "$u"; fi\n'
-    "done\n"
-)
-
-
-def build_fake_nvml(dest: Path) -> Path:
-    """tests/unit/test_nvml_probe.py's fake libnvidia-ml.so.1 (FIXTURE; GPUs from FAKE_NVML_GPUS), compiled here."""
-    source = Path(__file__).resolve().parents[1] / "unit" / "test_nvml_probe.py"
-    tree = ast.parse(source.read_text())
-    text = next(
-        ast.literal_eval(node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "FAKE_NVML_C" for t in node.targets)
-    )
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.fail("the fake NVML library is compiled here: install gcc and libc6-dev")
-    (dest / "fake_nvml.c").write_text(text)
-    out = dest / "libnvidia-ml.so.1"
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(out), str(dest / "fake_nvml.c")], check=True)
-    return out
-
-
-def fixture_spec(names: tuple[str, ...] = ("index", "uuid", "all")) -> dict:
-    """The FIXTURE CDI spec: per GPU an env var and a /dev/null- or /dev/zero-backed node, by index, UUID, all."""
-    gpus = [(0, A, "/dev/null"), (1, B, "/dev/zero")]
-
-    def edits(which: list[tuple[int, str, str]]) -> dict:
-        return {
-            "env": [f"FIXTURE_GPU_{i}={u}" for i, u, _ in which],
-            "deviceNodes": [{"path": f"/dev/fixture-gpu{i}", "hostPath": host} for i, _, host in which],
-        }
-
-    devices = []
-    for gpu in gpus:
-        if "index" in names:
-            devices.append({"name": str(gpu[0]), "containerEdits": edits([gpu])})
-        if "uuid" in names:
-            devices.append({"name": gpu[1], "containerEdits": edits([gpu])})
-    if "all" in names:
-        devices.append({"name": "all", "containerEdits": edits(gpus)})
-    return {
-        "cdiVersion": "0.5.0",
-        "kind": "nvidia.com/gpu",
-        "containerEdits": {
-            "env": ["FIXTURE_CDI=gpu-install-test-fixture"],
-            "mounts": [
-                {
-                    "hostPath": f"{FIXTURE}/nvidia-smi",
-                    "containerPath": "/usr/bin/nvidia-smi",
-                    "options": ["ro", "nosuid", "nodev", "bind"],
-                }
-            ],
-        },
-        "devices": devices,
-    }
 
 
 @pytest.fixture(scope="module")

@@ -9,27 +9,34 @@ socket. What stands in for the GPU is named as a FIXTURE:
 * in the image, test_verify.py's static fake nvidia-smi, which lists the GPUs NVIDIA_VISIBLE_DEVICES selects;
 * for runtime mode, a script named nvidia-container-runtime that runs runc (it adds nothing NVIDIA's runtime adds):
   what is proved is ctr's ``--runc-binary`` path from the module to the container through containerd 1.7's runc shim;
-* for cdi mode, test_podman.py's FIXTURE CDI spec in /etc/cdi (env var and /dev/null-backed node per GPU, a stand-in
-  nvidia-smi mounted over the image's): ctr 2.1 resolves ``--device nvidia.com/gpu=...`` itself.
+* for cdi mode, the FIXTURE CDI spec of tests/fixtures/engines.py in /etc/cdi (env var and /dev/null-backed node
+  per GPU, a stand-in nvidia-smi mounted over the image's): ctr 2.1 resolves ``--device nvidia.com/gpu=...`` itself.
 """
 
 from __future__ import annotations
 
-import ast
 import json
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hosts import Host, HostFactory, ensure_layer
-from roles import VENV
-from test_podman import ENV, FIXTURE, STAND_IN_SMI, A, B, build_fake_nvml, fixture_spec
+from test_podman import ENV
+from test_podman import run_verify as run_podman_verify
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-import containerd_bins  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixtures import containerd_bins  # noqa: E402
+from fixtures.engines import (  # noqa: E402
+    FIXTURE,
+    STAND_IN_SMI,
+    A,
+    B,
+    build_fake_nvml,
+    build_fake_smi,
+    fixture_spec,
+    per_gpu_checks,
+)
 
 LAYER = (
     "apt-get update -q\n"
@@ -43,27 +50,6 @@ STAND_IN_RUNTIME = (
     "#!/bin/sh\n# gpu-install test FIXTURE: a stand-in for NVIDIA's runtime; it adds nothing NVIDIA's runtime adds\n"
     'exec runc "$@"\n'
 )
-
-
-def _constant(path: Path, name: str) -> str:
-    tree = ast.parse(path.read_text())
-    return next(
-        ast.literal_eval(node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets)
-    )
-
-
-def build_fake_smi(dest: Path) -> Path:
-    """tests/unit/test_verify.py's static fake nvidia-smi (FIXTURE), compiled here."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.fail("the fake nvidia-smi is compiled here: install gcc and libc6-dev")
-    (dest / "fake_smi.c").write_text(
-        _constant(Path(__file__).resolve().parents[1] / "unit/test_verify.py", "FAKE_SMI_C")
-    )
-    subprocess.run([cc, "-static", "-O1", "-o", str(dest / "nvidia-smi"), str(dest / "fake_smi.c")], check=True)
-    return dest / "nvidia-smi"
 
 
 @pytest.fixture(scope="module")
@@ -104,19 +90,8 @@ def engines_host(host_factory: HostFactory, tmp_path_factory) -> Iterator[Host]:
 
 
 def run_verify(host: Host, args: dict) -> tuple[int, dict]:
-    """The gpu_verify module run in the host as Ansible runs a module (an args file in, one JSON object out)."""
-    paths = host.run(
-        [f"{VENV}/bin/python", "-c", "from gpu_install.collection import collection_dir as d, collections_path as p; "
-         "print(d()); print(p())"]
-    ).stdout.split()  # fmt: skip
-    module_args = dict(args, nvml_library=f"{FIXTURE}/libnvidia-ml.so.1", image=IMAGE, pull=False, timeout=60)
-    host.put("/root/verify-args.json", json.dumps({"ANSIBLE_MODULE_ARGS": module_args}))
-    proc = host.run(
-        [f"{VENV}/bin/python", f"{paths[0]}/plugins/modules/gpu_verify.py", "/root/verify-args.json"],
-        check=False,
-        env=dict(ENV, PYTHONPATH=paths[1], FAKE_NVML_GPUS=f"{A},{B}"),
-    )
-    return proc.returncode, json.loads(proc.stdout)
+    """test_podman.py's run of the gpu_verify module in the host, on this file's image, without pulling."""
+    return run_podman_verify(host, dict(args, image=IMAGE, pull=False, timeout=60))
 
 
 def test_containerd_1_7_service_runtime_mode_runs_each_check_through_the_runtime_binary(engines_host):
@@ -128,13 +103,7 @@ def test_containerd_1_7_service_runtime_mode_runs_each_check_through_the_runtime
     state = result["containerd"]
     assert state["server_version"].startswith("1.7.") and state["client_version"].startswith("1.7.")
     assert state["image"] == IMAGE and state["runtime_binary"] == f"{FIXTURE}/nvidia-container-runtime"
-    assert [(c["name"], c["seen"]) for c in result["checks"]] == [
-        ("containerd all", [A, B]),
-        ("containerd index 0", [A]),
-        (f"containerd UUID {A}", [A]),
-        ("containerd index 1", [B]),
-        (f"containerd UUID {B}", [B]),
-    ]
+    assert [(c["name"], c["seen"]) for c in result["checks"]] == per_gpu_checks("containerd")
     leftovers = engines_host.run(["ctr", "--namespace", "gpu-install", "containers", "ls", "-q"]).stdout
     assert leftovers.strip() == ""
 
@@ -151,13 +120,7 @@ def test_containerd_2_1_cdi_mode_ctr_resolves_the_fixture_spec_devices(engines_h
     assert result["containerd"]["server_version"].startswith("2.1.")
     assert {c["path"] for c in result["checks"]} == {"--device"}
     assert all("--runc-binary" not in c["argv"] for c in result["checks"])
-    assert [(c["name"], c["seen"]) for c in result["checks"]] == [
-        ("containerd all", [A, B]),
-        ("containerd index 0", [A]),
-        (f"containerd UUID {A}", [A]),
-        ("containerd index 1", [B]),
-        (f"containerd UUID {B}", [B]),
-    ]
+    assert [(c["name"], c["seen"]) for c in result["checks"]] == per_gpu_checks("containerd")
 
 
 def test_containerd_and_podman_in_one_run_list_both_engines_runs(engines_host):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,10 @@ import pytest
 from conftest import module_utils
 from conftest import run_module as _run_module
 from test_nvml_probe import build_fake_nvml
-from test_verify import FAKE_SMI_C, A, B, C, fake_image
+from test_verify import A, B, C, fake_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixtures.engines import build_fake_smi, per_gpu_checks  # noqa: E402
 
 verify = module_utils("verify")
 
@@ -186,13 +190,7 @@ def fake_nvml(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def fake_smi(tmp_path_factory) -> Path:
     """test_verify.py's static fake nvidia-smi (FIXTURE), which lists the GPUs NVIDIA_VISIBLE_DEVICES selects."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.fail("the fake nvidia-smi is compiled here: install gcc and libc6-dev")
-    out = tmp_path_factory.mktemp("fake-smi")
-    (out / "fake_smi.c").write_text(FAKE_SMI_C)
-    subprocess.run([cc, "-static", "-O1", "-o", str(out / "nvidia-smi"), str(out / "fake_smi.c")], check=True)
-    return out / "nvidia-smi"
+    return build_fake_smi(tmp_path_factory.mktemp("fake-smi"))
 
 
 @pytest.fixture
@@ -322,13 +320,7 @@ def test_containerd_runtime_mode_runs_ctr_through_the_runtime_binary_for_each_gp
     rc, result = run_module(tmp_path, dict(two_gpus, **_ctr_args(containerd, runc_standin, ref)))
     assert rc == 0, result.get("msg")
     assert result["verified"] is True and result["engines"] == ["containerd"]
-    assert [(c["name"], c["seen"]) for c in result["checks"]] == [
-        ("containerd all", [A, B]),
-        ("containerd index 0", [A]),
-        (f"containerd UUID {A}", [A]),
-        ("containerd index 1", [B]),
-        (f"containerd UUID {B}", [B]),
-    ]
+    assert [(c["name"], c["seen"]) for c in result["checks"]] == per_gpu_checks("containerd", A, B)
     assert all(c["argv"][c["argv"].index("--runc-binary") + 1] == str(runc_standin) for c in result["checks"])
     state = result["containerd"]
     assert state["running"] is True and state["server_version"] and state["runtime_binary"] == str(runc_standin)
