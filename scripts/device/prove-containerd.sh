@@ -48,8 +48,7 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 export PATH=/usr/local/bin:$BIN:$PATH CONTAINERD_ADDRESS=$SOCK CONTAINERD_NAMESPACE=default
 SMI=/usr/local/nvidia/bin/nvidia-smi
 [ -x "$SMI" ] || SMI=$(command -v nvidia-smi || echo nvidia-smi)
-step() { printf '\n===== %s (%s)\n' "$*" "$(date +%T)"; }
-rc() { echo "(exit $?)"; }
+. "$ROOT/scripts/device/lib.sh" # step, rc, table, serve_mirror
 n=0
 LAST=""
 
@@ -83,16 +82,6 @@ uuids_match() {
     echo "-> [$1] $2 / UUIDs: $verdict"
 }
 
-table() {
-    [ -s "$RES" ] || return 0
-    {
-        echo "| mode | path | workload | exit | last line |"
-        echo "| --- | --- | --- | ---: | --- |"
-        while IFS=$'\t' read -r m p w c l; do
-            printf '| %s | `%s` | %s | %s | %s |\n' "$m" "$p" "$w" "$c" "$l"
-        done <"$RES"
-    } >"$OUT/table.md"
-}
 finish() {
     table
     cp "$STATE"/containerd-*.log "$D/" 2>/dev/null
@@ -100,13 +89,6 @@ finish() {
 }
 trap finish EXIT
 trap 'exit 143' TERM
-
-serve_mirror() {
-    (exec 3<>/dev/tcp/127.0.0.1/8765) 2>/dev/null && return 0
-    (cd "$C/mirror" && setsid "$PY" -m http.server 8765 --bind 127.0.0.1 >"$STATE/mirror.log" 2>&1 </dev/null &)
-    for _ in $(seq 1 40); do (exec 3<>/dev/tcp/127.0.0.1/8765) 2>/dev/null && return 0; sleep 0.25; done
-    echo "the mirror fixture did not start"; exit 1
-}
 
 # ansible_module NAME ARGS-JSON [ansible options]: one module of this checkout's collection on this machine.
 ansible_module() {
@@ -177,7 +159,7 @@ phase_setup() {
         [ -e "$f" ] && mv "$f" /etc/apt/sources-set-aside/
     done
     [ -s /etc/apt/sources.list ] && mv /etc/apt/sources.list /etc/apt/sources-set-aside/sources.list
-    serve_mirror
+    serve_mirror "$STATE/mirror.log"
 
     step "NVIDIA's toolkit from the signed mirror fixture, through gpu-install's repositories and packages modules"
     local fpr

@@ -39,8 +39,7 @@ D=/tmp/gpu-proof-details
 mkdir -p "$STATE" "$D"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 export PATH=/usr/local/bin:$PATH
-step() { printf '\n===== %s (%s)\n' "$*" "$(date +%T)"; }
-rc() { echo "(exit $?)"; }
+. "$ROOT/scripts/device/lib.sh" # step, rc, table, serve_mirror
 
 # try MODE PATH WORKLOAD CMD...: run, print, and record the exit code and the last line of the output.
 try() {
@@ -57,16 +56,6 @@ try() {
     return 0
 }
 
-table() {
-    [ -s "$RES" ] || return 0
-    {
-        echo "| mode | path | workload | exit | last line |"
-        echo "| --- | --- | --- | ---: | --- |"
-        while IFS=$'\t' read -r m p w c l; do
-            printf '| %s | `%s` | %s | %s | %s |\n' "$m" "$p" "$w" "$c" "$l"
-        done <"$RES"
-    } >"$OUT/table.md"
-}
 finish() {
     table
     cp /tmp/dockerd.log "$D/dockerd.log" 2>/dev/null
@@ -86,13 +75,6 @@ start_dockerd() {
         cp /tmp/dockerd.log "$D/"
         exit 1
     }
-}
-
-serve_mirror() {
-    (exec 3<>/dev/tcp/127.0.0.1/8765) 2>/dev/null && return 0
-    (cd "$C/mirror" && setsid $PY -m http.server 8765 --bind 127.0.0.1 >/tmp/mirror.log 2>&1 </dev/null &)
-    for _ in $(seq 1 40); do (exec 3<>/dev/tcp/127.0.0.1/8765) 2>/dev/null && return 0; sleep 0.25; done
-    echo "the mirror fixture did not start"; exit 1
 }
 
 settings() { # settings MODE
@@ -166,7 +148,7 @@ phase_setup() {
     echo '{"userland-proxy": false}' >/etc/docker/daemon.json
     $GI --version
     start_dockerd
-    serve_mirror
+    serve_mirror /tmp/mirror.log
 
     if ! docker image inspect local/cuda-base:1 >/dev/null 2>&1; then
         step "local/cuda-base:1: busybox, glibc, libstdc++ and the vector add (SASS and PTX only), no driver file"
