@@ -123,6 +123,8 @@ MAX_NODES = 10000
 # Seconds settings (timeouts): a day at most, never negative.
 MAX_SECONDS = 86400
 MAX_FILE = 1 << 20
+# The largest number any setting may hold anywhere (a signed 64-bit integer).
+MAX_INT = (1 << 63) - 1
 _JINJA = ("{{", "}}", "{%", "%}", "{#", "#}")
 _VERSION = r"[0-9][A-Za-z0-9.+~:_^-]{0,127}"
 # A name on PATH or an absolute path without "." or ".." parts (an engine runs it; it is never given to a shell).
@@ -219,7 +221,7 @@ def _module_check(check: Any) -> list[str]:
 
 
 def _strings(value: Any, where: str) -> list[tuple[str, str]]:
-    """(where, why) for every string in ``value`` (nested) that no setting may hold.
+    """(where, why) for every string or number in ``value`` (nested) that no setting may hold.
 
     The walk is bounded (YAML aliases can make a small file a huge or cyclic structure): a value with more
     than MAX_NODES parts or deeper than MAX_DEPTH is refused whole.
@@ -243,6 +245,9 @@ def _strings(value: Any, where: str) -> list[tuple[str, str]]:
             why = _string_problem(item)
             if why:
                 out.append((at, why))
+        elif isinstance(item, int) and not isinstance(item, bool) and not -MAX_INT <= item <= MAX_INT:
+            # Ansible's int check converts through a C long and crashes beyond it, nested values included.
+            out.append((at, f"is a number beyond {MAX_INT}; no setting holds one"))
     return out
 
 

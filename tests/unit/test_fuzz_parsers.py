@@ -285,6 +285,25 @@ def test_any_value_for_any_setting_loads_or_names_the_setting_with_exit_4(tmp_pa
     json.dumps(values)
 
 
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"containerd_ready_timeout": [9223372036854775808, None]},
+        {"docker_ready_timeout": 1 << 70},
+        {"gpu_install_repositories": {"cuda": {"url": -(1 << 64)}}},
+    ],
+)
+def test_a_number_beyond_64_bits_in_any_setting_is_exit_4_naming_it(tmp_path, doc):
+    import yaml
+
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(GpuInstallError) as caught:
+        gi_settings.load(str(path))
+    assert caught.value.code == codes.INVALID_INPUT
+    assert next(iter(doc)) in caught.value.reason and "beyond" in caught.value.reason
+
+
 # --- CDI inputs: /proc/driver/nvidia/gpus/*/information, nvidia-smi -q, ld.so.cache -----------------------------
 @FAST
 @given(LOOKALIKE)
