@@ -774,8 +774,10 @@ def _verify_docker(
             run,
             absent,
             [path, "pull", image],
-            lambda why: f"Pulling the image {image} failed ({why}): make the registry reachable from dockerd, or load "
-            "the image (docker load -i FILE) or name one that is here (gpu_verify_image), then verify again.",
+            lambda why: (
+                f"Pulling the image {image} failed ({why}): make the registry reachable from dockerd, or load "
+                "the image (docker load -i FILE) or name one that is here (gpu_verify_image), then verify again."
+            ),
             pull,
             check_mode,
             timeout,
@@ -875,9 +877,11 @@ def _verify_containerd(
                 run,
                 absent,
                 [path, "--address", address, "--namespace", CTR_NAMESPACE, "images", "pull", ref],
-                lambda why: f"Pulling the image {ref} into containerd failed ({why}): make the registry reachable "
-                f"from this host, or import the image (ctr --namespace {CTR_NAMESPACE} images import FILE) or name "
-                "one that is there (gpu_verify_image), then verify again.",
+                lambda why: (
+                    f"Pulling the image {ref} into containerd failed ({why}): make the registry reachable "
+                    f"from this host, or import the image (ctr --namespace {CTR_NAMESPACE} images import FILE) or name "
+                    "one that is there (gpu_verify_image), then verify again."
+                ),
                 pull,
                 check_mode,
                 timeout,
@@ -964,8 +968,10 @@ def _verify_podman(
             run,
             absent,
             [path, "pull", full],
-            lambda why: f"Pulling the image {full} with Podman failed ({why}): make the registry reachable, or load "
-            "the image (podman load -i FILE) or name one that is here (gpu_verify_image), then verify again.",
+            lambda why: (
+                f"Pulling the image {full} with Podman failed ({why}): make the registry reachable, or load "
+                "the image (podman load -i FILE) or name one that is here (gpu_verify_image), then verify again."
+            ),
             pull,
             check_mode,
             timeout,
