@@ -45,7 +45,9 @@ def _collections_path() -> str:
         raise RuntimeError("the gpu_install.nvidia collection is missing from this installation")
     import tempfile  # only here (a source checkout): it costs gpu-install detect a few ms at start
 
-    farm = os.path.join(tempfile.gettempdir(), f"gpu-install-src-{os.getuid()}")
+    # One farm per checkout: two checkouts on one machine (a clone beside a working tree) never take each other's.
+    checkout = src.strip("/").replace("/", "-")[-120:]
+    farm = os.path.join(tempfile.gettempdir(), f"gpu-install-src-{os.getuid()}-{checkout}")
     link = os.path.join(farm, "ansible_collections", NAMESPACE, NAME)
     if not (os.path.islink(link) and os.path.realpath(link) == src):
         os.makedirs(os.path.dirname(link), exist_ok=True)
