@@ -33,8 +33,8 @@ SUITES = ("bookworm", "trixie", "bookworm", "trixie", "bookworm", "trixie")
 BROKEN = b'{\n  "log-driver": "json-file",\n}\n'  # a trailing comma: not JSON
 STATUSES = {"ok", "changed", "failed", "unreachable"}
 ROW_KEYS = [
-    "host", "status", "exit_code", "reason", "os", "docker", "driver_version", "toolkit_version", "gpus", "verify",
-    "reboot_required", "changed",
+    "host", "status", "exit_code", "reason", "os", "docker", "engines", "driver_version", "toolkit_version", "gpus",
+    "verify", "reboot_required", "changed",
 ]  # fmt: skip
 
 
@@ -156,6 +156,7 @@ def test_fleet_run_converges_the_healthy_hosts_reports_the_broken_and_unreachabl
             assert row["os"]["id"] == "debian"
             assert row["os"]["version"] == {"bookworm": "12", "trixie": "13"}[host.suite]
             assert row["docker"]["flavour"] == "docker.io" and row["docker"]["version"]
+            assert row["engines"] == [{"name": "docker", "version": row["docker"]["version"]}], row["engines"]
             assert row["toolkit_version"] == TOOLKIT_VERSIONS[-1].split("-")[0]
             assert (row["driver_version"], row["gpus"], row["verify"], row["reboot_required"]) == (
                 None, [], "skipped", False,
