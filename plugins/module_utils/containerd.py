@@ -36,7 +36,12 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
 from ansible_collections.gpu_install.nvidia.plugins.module_utils.daemon_json import FIX_IT, backup_name
 from ansible_collections.gpu_install.nvidia.plugins.module_utils.docker_service import systemd_running
-from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import decode_utf8, line_col, write_atomic
+from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import (
+    decode_utf8,
+    line_col,
+    toml_reader,
+    write_atomic,
+)
 
 DEFAULT_PATH = "/etc/containerd/config.toml"
 DEFAULT_DROP_IN = "/etc/containerd/conf.d/99-gpu-install.toml"
@@ -111,22 +116,14 @@ class ContainerdError(errors.Failure):
 # Reading TOML
 # ---------------------------------------------------------------------------
 def _toml() -> Any:
-    try:
-        import tomllib  # type: ignore[import-not-found,unused-ignore]
-
-        return tomllib
-    except ImportError:
-        pass
-    try:
-        import tomli  # type: ignore[import-not-found,unused-ignore]
-
-        return tomli
-    except ImportError:
+    reader = toml_reader()
+    if reader is None:
         raise ContainerdError(
             errors.UNSUPPORTED,
             "Reading containerd's TOML configuration needs Python 3.11 or the python3-tomli package on this host; "
             "install python3-tomli, then run again.",
-        ) from None
+        )
+    return reader
 
 
 _AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")

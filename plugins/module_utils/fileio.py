@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 TEMP_SUFFIX = ".gpu-install.tmp"
 
@@ -34,6 +34,22 @@ def decode_utf8(data: bytes, refuse: Callable[[str, int, int], Exception]) -> st
         head = data[: exc.start].decode("utf-8", "replace")
         line, col = line_col(head, len(head))
         raise refuse(f"bytes that are not UTF-8 (0x{data[exc.start]:02x})", line, col) from None
+
+
+def toml_reader() -> Any:
+    """Python's TOML reader: ``tomllib`` (3.11 and newer), else the ``tomli`` package, else None."""
+    try:
+        import tomllib  # type: ignore[import-not-found,unused-ignore]
+
+        return tomllib
+    except ImportError:
+        pass
+    try:
+        import tomli  # type: ignore[import-not-found,unused-ignore]
+
+        return tomli
+    except ImportError:
+        return None
 
 
 def _copy_selinux(src_fd: Optional[int], dst_fd: int) -> None:

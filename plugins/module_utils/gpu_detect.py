@@ -1350,13 +1350,11 @@ def _unit_active(host: Host, unit: str) -> bool | None:
 
 def _toml_load(text: str) -> Tuple[Dict[str, Any] | None, str | None]:
     """(document, None), or (None, why) when no TOML reader exists here or the text is not TOML."""
-    try:
-        import tomllib as toml  # Python >= 3.11
-    except ImportError:
-        try:
-            import tomli as toml
-        except ImportError:
-            return None, None
+    from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import toml_reader
+
+    toml = toml_reader()
+    if toml is None:
+        return None, None
     try:
         return toml.loads(text), None
     except Exception as exc:  # TOMLDecodeError, or a reader's own error on odd input
