@@ -33,7 +33,7 @@ import subprocess
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, gpu_detect
 from ansible_collections.gpu_install.nvidia.plugins.module_utils.daemon_json import FIX_IT, backup_name
 from ansible_collections.gpu_install.nvidia.plugins.module_utils.docker_service import systemd_running
 from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import (
@@ -62,7 +62,6 @@ RUNC_V2 = "io.containerd.runc.v2"
 TEMPLATE_RUNTIMES = ("runc", "crun")
 MODES = ("runtime", "cdi")
 # disabled_plugins entries that turn the CRI plugin off (v1 ids, v2 and v3 URIs).
-CRI_PLUGIN_IDS = ("cri", "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime")
 
 
 class Schema(NamedTuple):
@@ -928,7 +927,9 @@ def plan(path: str, drop_in: str, options: Options, version: Tuple[int, ...], st
             "settings in one file.",
         )
     disabled = (doc or {}).get("disabled_plugins")
-    cri_disabled = isinstance(disabled, list) and any(p in disabled for p in CRI_PLUGIN_IDS)
+    cri_disabled = isinstance(disabled, list) and gpu_detect.cri_disabled(
+        [str(p) for p in disabled], version[0], user_version
+    )
     if cri_disabled:
         warnings.append(
             f"{path} disables containerd's CRI plugin (disabled_plugins): the configuration is written all the same, "

@@ -1280,6 +1280,19 @@ CRI_DISABLED_BY: Dict[Tuple[Optional[int], int], Tuple[str, ...]] = {
     (None, 2): ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"),
     (None, 3): ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"),
 }
+
+
+def cri_disabled(disabled: List[str], major: Optional[int], config_version: Optional[int]) -> bool:
+    """Whether ``disabled_plugins`` turns the CRI plugin off for containerd ``major`` reading a file of
+    ``config_version`` (None: a file without one, version 1). A version 2/3 file must name plugins by URI:
+    containerd refuses to start on a bare id there ('invalid disabled plugin URI "cri" expect io.containerd.x.vx',
+    seen with Debian's 1.7.24), so nothing of it runs."""
+    key = (major if major in (1, 2) else None, config_version or 1)
+    off_names = CRI_DISABLED_BY.get(key, CRI_DISABLED_BY[(None, 2)])
+    bare = (config_version or 1) >= 2 and any("." not in name for name in disabled)
+    return bare or any(name in off_names for name in disabled)
+
+
 # kubelet: binaries and units that say one is installed; where its runtime endpoint is set (flags win over the
 # config file, as the kubelet documents); the endpoint it takes when none is set (Kubernetes
 # pkg/kubelet/apis/config/v1beta1/defaults.go).
@@ -1458,17 +1471,13 @@ def detect_containerd(host: Host, packages: Packages, kubelet: Facts) -> Facts:
         if isinstance(address, str) and address.startswith("/"):
             socket = _socket_path(address)
     major = _version_tuple(version)[:1]
-    key = (major[0] if major and major[0] in (1, 2) else None, config_version or 1)
-    off_names = CRI_DISABLED_BY.get(key, CRI_DISABLED_BY[(None, 2)])
-    # A version 2/3 file must name plugins by URI: containerd refuses to start on a bare id there ('invalid disabled
-    # plugin URI "cri" expect io.containerd.x.vx', seen with Debian's 1.7.24), so nothing of it runs.
     bare = [name for name in disabled if "." not in name]
     if (config_version or 1) >= 2 and bare and config_error is None:
         config_error = (
             f"disabled_plugins names {_clean(bare[0], 60)!r}, but a version {config_version} file names plugins by "
             "URI (io.containerd.x.vx): containerd refuses to start with it"
         )
-    cri = present and not any(name in off_names for name in disabled) and not ((config_version or 1) >= 2 and bare)
+    cri = present and not cri_disabled(disabled, major[0] if major else None, config_version)
     uses = bool(kubelet.get("present")) and _socket_path(str(kubelet.get("endpoint") or "")) == socket
     return {
         "present": present,
