@@ -40,8 +40,12 @@ ANSIBLE_ENV = {
     "ANSIBLE_INJECT_FACT_VARS": "False",
 }
 
-# Modules whose whole result a subcommand reports (gpu-install verify): action (FQCN) -> RunResult.results key.
-RESULT_ACTIONS = {"gpu_install.nvidia.gpu_verify": "verify"}
+# Modules whose whole result a subcommand reports (gpu-install verify, remove): action (FQCN) -> RunResult.results
+# key, or, for a module run in steps, the step (its ``step`` option, returned as ``step``) -> key.
+RESULT_ACTIONS: dict[str, str | dict[str, str]] = {
+    "gpu_install.nvidia.gpu_verify": "verify",
+    "gpu_install.nvidia.removal": {"plan": "removal_plan", "take_back": "removal"},
+}
 # The site playbook's first task: whether the host is as the last successful full run left it.
 FAST_PATH_ACTION = "gpu_install.nvidia.converged"
 
@@ -214,6 +218,16 @@ def run_playbook(
     return result
 
 
+def _result_name(action: str, res: dict[str, Any]) -> str | None:
+    """The RunResult.results key of this task's result, if a subcommand reports it (RESULT_ACTIONS)."""
+    name = RESULT_ACTIONS.get(action)
+    if not isinstance(name, dict):
+        return name
+    # The step the module returns; a failure it did not return from names it in its invocation only.
+    step = res.get("step") or ((res.get("invocation") or {}).get("module_args") or {}).get("step")
+    return name.get(str(step)) if step else None
+
+
 def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
     kind = event.get("event")
     data = event.get("event_data") or {}
@@ -230,7 +244,7 @@ def _collect(result: RunResult, event: dict[str, Any], check: bool) -> None:
     raw = data.get("res")
     res: dict[str, Any] = raw if isinstance(raw, dict) else {}
     action = str(data.get("resolved_action") or data.get("task_action") or "")
-    name = RESULT_ACTIONS.get(action)
+    name = _result_name(action, res)
     if name is not None and kind in ("runner_on_ok", "runner_on_failed"):
         result.results[name] = {
             k: v for k, v in res.items() if not k.startswith("_") and k not in ("invocation", "exception")

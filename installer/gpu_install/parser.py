@@ -8,6 +8,7 @@ SUBCOMMANDS = {
     "detect": "Show what this host is: OS, Docker flavour, GPUs, driver, Secure Boot (changes nothing).",
     "plan": "Show every change apply would make, and change nothing.",
     "apply": "Install and configure the driver, Docker and the NVIDIA container runtime, then verify.",
+    "remove": "Take back what gpu-install did on this host (the driver too with --driver), showing the plan first.",
     "verify": "Prove that a container sees the GPU.",
     "doctor": "Explain what stands between this host and GPU containers, with fixes.",
     "cloud-init": "Render cloud-init user-data that runs gpu-install on a new cloud VM.",
@@ -79,10 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text, formatter_class=_LazyWidth)
         if name == "detect":
             p.add_argument("--root", metavar="DIR", help="read every file under DIR instead of this host")
-        if name in ("plan", "apply", "verify", "doctor", "cloud-init"):
+        if name in ("plan", "apply", "verify", "doctor", "cloud-init", "remove"):
             _settings_args(p)
-        if name == "apply":
+        if name in ("apply", "remove"):
             p.add_argument("-y", "--yes", action="store_true", help="do not ask before changing the host")
+        if name == "remove":
+            p.add_argument(
+                "--driver",
+                action="store_true",
+                help="also remove the NVIDIA driver gpu-install installed, inside the drain commands (then reboot)",
+            )
+            p.add_argument("--check", action="store_true", help="print what remove would take back; change nothing")
         if name in ("plan", "apply"):
             p.add_argument(
                 "--full",
