@@ -4,14 +4,17 @@
 
 Runs on the controller (no connection to the host). The site playbook registers its result as
 ``__gpu_install_outcome`` at the end of a host's run, and in the rescue of a failed one, where
-``fail_host: true`` then fails the host with the reason so that Ansible counts it. What the record says is
-decided in module_utils/fleet_report.py.
+``fail_host: true`` then fails the host with the reason so that Ansible counts it. The remove playbook
+(gpu_install.nvidia.remove) records a host whose removal went through with ``removed: true`` and ``removal``
+(the removal module's take-back result): its row's status is ``removed``. What the record says is decided in
+module_utils/fleet_report.py.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.gpu_install.nvidia.plugins.module_utils import fleet_report
@@ -31,6 +34,8 @@ class ActionModule(ActionBase):
             "failed_result",
             "unreachable",
             "fail_host",
+            "removed",
+            "removal",
         )
     )
 
@@ -46,6 +51,8 @@ class ActionModule(ActionBase):
             failed_task=args.get("failed_task") if failed else None,
             failed_result=(args.get("failed_result") or {}) if failed else None,
             unreachable=args.get("unreachable"),
+            removed=boolean(args.get("removed", False), strict=False) and not failed,
+            removal=args.get("removal"),
         )
         result.update(changed=False, record=record)
         if failed:

@@ -1,9 +1,10 @@
 # Copyright: gpu-install contributors
 # Apache License 2.0
-"""The fleet report of the site playbook: each host's record, report.json and report.html (stdlib only).
+"""The fleet report of the site and remove playbooks: each host's record, report.json and report.html (stdlib only).
 
 The site playbook records every host's outcome at the end of its run (``host_record``, through the
-``gpu_install.nvidia.fleet_record`` action), and its last play turns the records into rows (``host_row``,
+``gpu_install.nvidia.fleet_record`` action; the remove playbook records a host whose removal went through with
+``removed``), and its last play turns the records into rows (``host_row``,
 ``unreachable_row``, ``not_run_row``) and writes ``report.json`` (``report``) and ``report.html``
 (``render_html``) through the ``gpu_install.nvidia.fleet_report`` action. Everything a row says is decided
 here, once; the actions only gather their inputs on the controller.
@@ -19,14 +20,19 @@ from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
 
 SCHEMA = 1
 
-# Status order in the report: what needs the operator first.
-STATUSES = ("failed", "unreachable", "changed", "ok")
+# Status order in the report: what needs the operator first. ``removed``: the remove playbook took gpu-install's
+# changes back from the host (gpu_install.nvidia.remove); the other states are the site playbook's.
+STATUSES = ("failed", "unreachable", "changed", "ok", "removed")
 
 # A host the controller could not reach: a host error, as the CLI names the class of a host it cannot work on.
 UNREACHABLE_CODE = errors.HOST_ERROR
 
 # The CLI's sentence for a driver that needs a reboot to load (gpu-install apply exits 9).
 REBOOT_REASON = errors.REBOOT_REASON
+# The sentence for a removed driver whose kernel module is still loaded (gpu-install remove --driver exits 9).
+REMOVED_REBOOT_REASON = (
+    "the NVIDIA driver was removed, but its kernel module stays loaded until the host restarts: reboot to finish."
+)
 
 NOT_RUN_REASON = (
     "not run: the run did not reach this host's batch (it is still running, or it stopped because a whole "
@@ -114,6 +120,24 @@ def verify_state(verify_result: Any, image_build: bool) -> Optional[str]:
     return None
 
 
+def removed_reason(removal: Any) -> str:
+    """The sentence for a host whose removal went through, from the removal module's take-back result.
+
+    ``removal``: ``{"items": [...], "kept": [{"target", "why"}, ...]}`` (gpu_install.nvidia.removal, step
+    take_back); what stays is named, since an operator retiring the host may want it gone too.
+    """
+    removal = _dict(removal)
+    items = [i for i in removal.get("items") or [] if isinstance(i, dict)]
+    kept = [k for k in removal.get("kept") or [] if isinstance(k, dict)]
+    if items:
+        reason = f"gpu-install's changes were taken back ({len(items)} item(s))"
+    else:
+        reason = "nothing of gpu-install's was left to take back"
+    if kept:
+        reason += f"; {len(kept)} stay: " + ", ".join(str(k.get("target")) for k in kept)
+    return reason + "."
+
+
 def host_record(
     facts: Any,
     verify_result: Any = None,
@@ -122,12 +146,16 @@ def host_record(
     failed_task: Any = None,
     failed_result: Any = None,
     unreachable: Any = None,
+    removed: bool = False,
+    removal: Any = None,
 ) -> Dict[str, Any]:
     """What one host recorded at the end of its run (or in its rescue).
 
     ``failed_task``/``failed_result``: the task that failed and its result (Ansible's ansible_failed_task's
     name and ansible_failed_result). ``unreachable``: the result of the connection check, when the host did
-    not answer.
+    not answer. ``removed``: the remove playbook took gpu-install's changes back (``removal``: the removal
+    module's take-back result, for the reason); verify did not run, and a pending reboot (the driver removed
+    with --driver) is exit 9 as the CLI gives it.
     """
     record: Dict[str, Any] = {"outcome": "ok", "exit_code": errors.OK, "reason": None}
     record.update(host_facts(facts))
@@ -142,6 +170,10 @@ def host_record(
     elif failed_result is not None or failed_task is not None:
         error = errors.task_failure(failed_task, failed_result)
         record.update(outcome="failed", exit_code=error["code"], reason=error["reason"])
+    elif removed:
+        record.update(outcome="removed", reason=removed_reason(removal), verify=None)
+        if record["reboot_required"]:
+            record.update(exit_code=errors.REBOOT_REQUIRED, reason=record["reason"] + " " + REMOVED_REBOOT_REASON)
     elif record["reboot_required"]:
         record.update(exit_code=errors.REBOOT_REQUIRED, reason=REBOOT_REASON)
     return record
@@ -150,7 +182,7 @@ def host_record(
 def host_row(host: str, record: Dict[str, Any], changed: Optional[int]) -> Dict[str, Any]:
     """The report's row for a host that recorded its outcome; ``changed`` from the run's stats (None: unknown)."""
     outcome = record.get("outcome")
-    if outcome in ("failed", "unreachable"):
+    if outcome in ("failed", "unreachable", "removed"):
         status = outcome
     else:
         status = "changed" if changed else "ok"
@@ -182,7 +214,7 @@ def not_run_row(host: str) -> Dict[str, Any]:
 
 
 def order(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Failures first, then unreachable, changed and ok hosts; by host name within each."""
+    """Failures first, then unreachable, changed, ok and removed hosts; by host name within each."""
     rank = {status: i for i, status in enumerate(STATUSES)}
     return sorted(rows, key=lambda r: (rank.get(str(r.get("status")), len(rank)), str(r.get("host"))))
 
@@ -207,8 +239,8 @@ def render_json(data: Dict[str, Any]) -> str:
 # --- report.html ----------------------------------------------------------------------------------------------
 # One self-contained page: inline CSS, no script, no external asset; every value from a host is escaped.
 
-COLOURS = {"failed": "#c62828", "unreachable": "#6d4c41", "changed": "#ef8f00", "ok": "#2e7d32"}
-TINTS = {"failed": "#fdecea", "unreachable": "#f4eeeb"}
+COLOURS = {"failed": "#c62828", "unreachable": "#6d4c41", "changed": "#ef8f00", "ok": "#2e7d32", "removed": "#546e7a"}
+TINTS = {"failed": "#fdecea", "unreachable": "#f4eeeb", "removed": "#eef2f4"}
 
 _CSS = """
 :root { color-scheme: light; }
@@ -334,10 +366,12 @@ def render_html(
     ]
     if note:
         parts.append(f'<p class="note">{_e(note)}</p>')
-    # The picture: one stacked bar, a segment per state in proportion to its hosts, then the counts.
-    label = _e(", ".join(f"{tally[s]} {s}" for s in STATUSES))
+    # The picture: one stacked bar, a segment per state in proportion to its hosts, then the counts. A site run's
+    # report has no removed host: that state shows only where one is.
+    shown = [s for s in STATUSES if s != "removed" or tally[s]]
+    label = _e(", ".join(f"{tally[s]} {s}" for s in shown))
     parts.append(f'<div class="bar" role="img" aria-label="{label}">')
-    for status in STATUSES:
+    for status in shown:
         if tally[status]:
             n = tally[status]
             parts.append(f'<div style="flex:{n} 1 0;background:{COLOURS[status]}" title="{n} {status}">{n}</div>')
@@ -345,7 +379,7 @@ def render_html(
         parts.append('<div style="flex:1;background:#999">no hosts</div>')
     parts.append("</div>")
     parts.append('<div class="legend">')
-    for status in STATUSES:
+    for status in shown:
         parts.append(
             f'<div class="card" style="border-left-color:{COLOURS[status]}">'
             f"<b>{tally[status]}</b><span>{status}</span></div>"

@@ -169,7 +169,7 @@ def test_report_json_has_exactly_the_schema_and_lists_failures_first():
         assert row["exit_code"] is None or isinstance(row["exit_code"], int)
         assert row["verify"] in (None, "passed", "failed", "skipped")
     assert json.loads(fleet.render_json(data)) == data
-    assert fleet.counts(data) == {"failed": 1, "unreachable": 1, "changed": 1, "ok": 1}
+    assert fleet.counts(data) == {"failed": 1, "unreachable": 1, "changed": 1, "ok": 1, "removed": 0}
 
 
 class _Page(HTMLParser):
@@ -395,3 +395,130 @@ def test_report_html_lists_a_host_waiting_for_a_reboot_among_those_needing_atten
     page = fleet.render_html(fleet.report([*_four_states(), waiting]))
     attention = page[page.index("Needs attention") : page.index("<table>")]
     assert "needs-reboot" in attention and "exit 9: reboot required to finish" in attention
+
+
+# --- removal (gpu_install.nvidia.remove) -----------------------------------------------------------------------
+
+REMOVAL = {
+    "changed": True,
+    "items": [
+        {"kind": "setting", "target": "/etc/docker/daemon.json default-runtime", "action": "restore", "detail": "runc"},
+        {"kind": "package", "target": "nvidia-container-toolkit", "action": "purge", "detail": "version 1.17.8-1"},
+        {"kind": "file", "target": "/etc/cdi/gpu-install-nvidia.json", "action": "remove", "detail": ""},
+    ],
+    "kept": [{"target": "docker.io", "why": "Docker is never removed"}],
+}
+
+
+def test_a_removed_host_is_status_removed_exit_0_naming_what_went_and_what_stays():
+    record = fleet.host_record(FACTS, removed=True, removal=REMOVAL)
+    row = fleet.host_row("gpu-1", record, changed=5)
+    assert (row["status"], row["exit_code"], row["changed"], row["verify"]) == ("removed", 0, 5, None)
+    assert row["reason"] == "gpu-install's changes were taken back (3 item(s)); 1 stay: docker.io."
+    # The facts columns are the host's as detected, like any other row.
+    assert row["os"]["id"] == "debian" and row["docker"]["flavour"] == "docker.io" and len(row["gpus"]) == 1
+    assert list(fleet.report([row])["hosts"][0]) == list(fleet.ROW_KEYS)
+
+
+def test_a_removed_host_with_nothing_to_take_back_says_so_and_unchanged_is_still_removed():
+    row = fleet.host_row("clean", fleet.host_record(FACTS, removed=True, removal={"items": [], "kept": []}), 0)
+    assert (row["status"], row["exit_code"]) == ("removed", 0)
+    assert row["reason"] == "nothing of gpu-install's was left to take back."
+
+
+def test_a_removed_driver_waiting_for_a_reboot_is_exit_9_with_the_removal_sentence():
+    record = fleet.host_record(FACTS, removed=True, removal=REMOVAL, reboot_required=True)
+    row = fleet.host_row("gpu-1", record, changed=9)
+    assert (row["status"], row["exit_code"], row["reboot_required"]) == ("removed", 9, True)
+    assert row["reason"].endswith(" " + fleet.REMOVED_REBOOT_REASON)
+    assert "gpu-install apply" not in row["reason"]  # apply's reboot sentence is not removal's
+
+
+def test_a_failed_removal_is_failed_not_removed():
+    result = {"failed": True, "gpu_install_error": {"code": 6, "reason": "containers run under nvidia: gpu."}}
+    record = fleet.host_record(FACTS, removed=True, removal=REMOVAL, failed_task="Refuse", failed_result=result)
+    assert (fleet.host_row("gpu-1", record, 0)["status"], record["exit_code"]) == ("failed", 6)
+
+
+def test_removed_hosts_come_after_the_others_and_have_their_own_colour_in_the_html():
+    removed = fleet.host_row("0-removed", fleet.host_record(FACTS, removed=True, removal=REMOVAL), 3)
+    data = fleet.report([removed, *_four_states()])
+    assert [h["status"] for h in data["hosts"]] == ["failed", "unreachable", "changed", "ok", "removed"]
+    assert fleet.counts(data)["removed"] == 1
+    page = fleet.render_html(data)
+    assert 'aria-label="1 failed, 1 unreachable, 1 changed, 1 ok, 1 removed"' in page
+    assert 'title="1 removed"' in page and f"background:{fleet.COLOURS['removed']}" in page
+    assert f'<td style="background:{fleet.TINTS["removed"]}" class="host">0-removed</td>' in page
+    attention = page[page.index("Needs attention") : page.index("<table>")]
+    assert "0-removed" not in attention  # exit 0: nothing to do
+
+
+def test_a_site_runs_report_shows_no_removed_state():
+    page = fleet.render_html(fleet.report(_four_states()))
+    assert "removed" not in page
+
+
+REMOVE_PLAYBOOK = """
+- name: Hosts whose removal went through, or not
+  hosts: gone:stuck
+  gather_facts: false
+  tasks:
+    - block:
+        - name: Refuse on one host
+          ansible.builtin.fail:
+            msg: busy
+          when: inventory_hostname == 'stuck'
+        - name: Record the removal
+          gpu_install.nvidia.fleet_record:
+            facts: {}
+            removed: true
+            removal: {items: [{kind: file, target: /etc/cdi/gpu-install-nvidia.json, action: remove, detail: ""}]}
+          register: __gpu_install_outcome
+      rescue:
+        - name: Record the failure
+          gpu_install.nvidia.fleet_record:
+            facts: {}
+            removed: true
+            failed_task: "{{ ansible_failed_task.name }}"
+            failed_result: "{{ ansible_failed_result }}"
+            fail_host: true
+          register: __gpu_install_outcome
+
+- name: Report
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Write the report
+      gpu_install.nvidia.fleet_report:
+        hosts: [gone, stuck]
+        dest: "{{ report_dir }}"
+"""
+
+
+def test_fleet_record_removed_gives_a_removed_row_in_a_real_run(tmp_path):
+    """The action's ``removed`` option through ansible-playbook; a host that failed first stays failed."""
+    python = sys.executable
+    (tmp_path / "hosts.ini").write_text(
+        "".join(f"{h} ansible_connection=local ansible_python_interpreter={python}\n" for h in ("gone", "stuck"))
+    )
+    (tmp_path / "pb.yml").write_text(REMOVE_PLAYBOOK)
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=str(collections_path()),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+    )
+    env.pop("GPU_INSTALL_REPORT_DIR", None)
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    proc = subprocess.run(
+        [playbook, "-i", str(tmp_path / "hosts.ini"), str(tmp_path / "pb.yml"),
+         "-e", json.dumps({"report_dir": str(tmp_path / "report")})],
+        capture_output=True, text=True, env=env, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out  # one host failed
+    rows = {row["host"]: row for row in json.loads((tmp_path / "report" / "report.json").read_text())["hosts"]}
+    assert (rows["gone"]["status"], rows["gone"]["exit_code"]) == ("removed", 0), out
+    assert rows["gone"]["reason"] == "gpu-install's changes were taken back (1 item(s))."
+    assert (rows["stuck"]["status"], rows["stuck"]["exit_code"]) == ("failed", 1)

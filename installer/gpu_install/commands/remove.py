@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from .. import engine
-from ..collection import FQCN
+from ..collection import FQCN, module_utils
 from ..engine import RunResult
 from ..errors import GpuInstallError, codes
 from ..output import console, emit_json
@@ -24,9 +24,8 @@ from ._common import require_root, result_json, run_lock, run_settings
 
 PLAYBOOK = f"{FQCN}.remove"
 NOTHING = "Nothing to remove: gpu-install changed nothing on this host."
-DRIVER_REBOOT_REASON = (
-    "the NVIDIA driver was removed, but its kernel module stays loaded until the host restarts: reboot to finish."
-)
+# The fleet report's sentence for the same outcome (one sentence, as apply's exit 9 shares errors.REBOOT_REASON).
+DRIVER_REBOOT_REASON: str = module_utils("fleet_report").REMOVED_REBOOT_REASON
 
 
 def render_item(item: dict[str, Any]) -> str:
