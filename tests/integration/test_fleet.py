@@ -22,7 +22,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from hosts import Host
+from hosts import Host, ensure_layer
 from test_docker_role import info, install_docker_io
 from test_repositories import gateway
 
@@ -31,7 +31,7 @@ from fixtures.mirror import TOOLKIT_VERSIONS, Mirror  # noqa: E402
 
 SUITES = ("bookworm", "trixie", "bookworm", "trixie", "bookworm", "trixie")
 BROKEN = b'{\n  "log-driver": "json-file",\n}\n'  # a trailing comma: not JSON
-STATUSES = {"ok", "changed", "failed", "unreachable"}
+STATUSES = {"ok", "changed", "failed", "unreachable", "removed"}
 ROW_KEYS = [
     "host", "status", "exit_code", "reason", "os", "docker", "engines", "driver_version", "toolkit_version", "gpus",
     "verify", "reboot_required", "changed",
@@ -58,7 +58,14 @@ def start_fleet(host_factory) -> list[Host]:
         return list(pool.map(host_factory, SUITES))
 
 
-def playbook(collections: Path, inventory: Path, extra: Path, cwd: Path, env: dict[str, str] | None = None):
+def playbook(
+    collections: Path,
+    inventory: Path,
+    extra: Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    name: str = "gpu_install.nvidia.site",
+):
     ansible_playbook = Path(sys.executable).parent / "ansible-playbook"
     run_env = dict(
         os.environ,
@@ -74,7 +81,7 @@ def playbook(collections: Path, inventory: Path, extra: Path, cwd: Path, env: di
     run_env.pop("GPU_INSTALL_REPORT_DIR", None)
     run_env.update(env or {})
     proc = subprocess.run(
-        [str(ansible_playbook), "-i", str(inventory), "-e", f"@{extra}", "gpu_install.nvidia.site"],
+        [str(ansible_playbook), "-i", str(inventory), "-e", f"@{extra}", name],
         capture_output=True, text=True, env=run_env, cwd=cwd, timeout=1800, check=False,
     )  # fmt: skip
     return proc.returncode, proc.stdout + proc.stderr
@@ -209,3 +216,68 @@ def test_fleet_run_converges_the_healthy_hosts_reports_the_broken_and_unreachabl
         assert rows["gone-1"]["status"] == "unreachable"
         assert broken.get("/etc/docker/daemon.json") == BROKEN
         assert not (tmp_path / "gpu-install-report").exists()
+
+
+def test_fleet_remove_playbook_takes_back_two_applied_hosts_and_reports_them_removed(
+    host_factory, ssh_key, project_wheel, tmp_path
+):
+    """gpu_install.nvidia.remove over SSH after the site playbook: both hosts are as they were before apply
+    (tests/fixtures/snapshot.py), and the report gives each the status removed with exit code 0."""
+    from test_remove import LAYER
+
+    from fixtures.snapshot import diff, render, snapshot
+
+    def docker_host(suite: str) -> Host:
+        return host_factory(suite, image=ensure_layer(suite, "docker-io", LAYER))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        hosts = dict(zip(("bookworm-1", "trixie-2"), pool.map(docker_host, ("bookworm", "trixie")), strict=True))
+    for host in hosts.values():
+        host.authorize_ssh_key(ssh_key.public)
+    before = {name: snapshot(host) for name, host in hosts.items()}
+
+    gw = gateway(hosts["bookworm-1"])
+    collections = collection_from_wheel(project_wheel, tmp_path / "wheel")
+    ssh_args = " ".join(o for o in ssh_key.options() if o not in ("-i", str(ssh_key.private))) + " -o ConnectTimeout=5"
+    inventory = {
+        "all": {
+            "hosts": {name: {"ansible_host": host.ip} for name, host in hosts.items()},
+            "vars": {
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(ssh_key.private),
+                "ansible_ssh_common_args": ssh_args,
+                "ansible_python_interpreter": "/usr/bin/python3",
+            },
+        }
+    }
+    (tmp_path / "inventory.json").write_text(json.dumps(inventory))
+    with Mirror(tmp_path / "mirror", addresses=("127.0.0.1", gw)) as mirror:
+        settings = {
+            "gpu_install_image_build": True,
+            "nvidia_driver_source": "none",
+            "gpu_install_repositories": mirror.repositories(gw, ids=("nvidia_container_toolkit",)),
+        }
+        extra = tmp_path / "settings.json"
+        extra.write_text(json.dumps({**settings, "gpu_install_report_dir": str(tmp_path / "report-apply")}))
+        rc, out = playbook(collections, tmp_path / "inventory.json", extra, tmp_path)
+        assert rc == 0, out
+        assert {row["status"] for row in load_report(tmp_path / "report-apply")["hosts"]} == {"changed"}
+
+        extra.write_text(json.dumps({**settings, "gpu_install_report_dir": str(tmp_path / "report-remove")}))
+        rc, out = playbook(collections, tmp_path / "inventory.json", extra, tmp_path, name="gpu_install.nvidia.remove")
+        assert rc == 0, out
+        rows = {row["host"]: row for row in load_report(tmp_path / "report-remove")["hosts"]}
+        assert sorted(rows) == sorted(hosts)
+        counted = recap(out)
+        for name, row in rows.items():
+            assert (row["status"], row["exit_code"]) == ("removed", 0), row
+            assert row["changed"] == counted[name]["changed"] > 0, (name, out)
+            assert row["verify"] is None, row
+        page = (tmp_path / "report-remove" / "report.html").read_text()
+        for name in hosts:
+            assert f'class="host">{name}</td>' in page
+        assert page.count(">removed</span>") >= len(hosts), page
+
+        for name, host in hosts.items():
+            d = diff(before[name], snapshot(host))
+            assert not d, f"{name} is not as it was before apply:\n" + render(d)
