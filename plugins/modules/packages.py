@@ -71,6 +71,16 @@ options:
         the plan, but return RV(installable) and RV(reason).
     type: bool
     default: false
+  record:
+    description:
+      - With O(state=present), record every package a real run installs (the requested ones and the dependencies
+        that came with them) in C(/var/lib/gpu-install/packages.json) under this group (C(docker), C(container),
+        C(driver)), so that C(gpu-install remove) can take back exactly those; empty records nothing.
+      - A pending entry is written before the package manager runs and resolved after it, or by the next reader
+        when the run was killed in between. A package already recorded keeps its first group.
+      - With O(state=absent), removed packages leave the record whatever this option says.
+    type: str
+    default: ""
   manager:
     description:
       - The package manager; C(auto) picks it from the host's family.
@@ -111,6 +121,12 @@ reason:
   description: With O(probe), why it cannot (empty when it can).
   returned: always
   type: str
+recorded:
+  description:
+    - Packages this run added to gpu-install's package record (O(record)), or dropped from it (O(state=absent)).
+  returned: always
+  type: list
+  elements: str
 lock_holders:
   description: Processes that held the package manager's lock while this run waited.
   returned: always
@@ -124,7 +140,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, gpu_detect, pkgmgr
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, gpu_detect, pkgmgr, pkgrecord
 
 
 def _scratch_simulation(module, specs, env, recommends):
@@ -168,6 +184,7 @@ def main() -> None:
             "simulate": {"type": "bool", "default": True},
             "manager": {"type": "str", "choices": ["auto", "apt", "dnf"], "default": "auto"},
             "probe": {"type": "bool", "default": False},
+            "record": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -188,6 +205,7 @@ def main() -> None:
         "lock_holders": [],
         "installable": True,
         "reason": "",
+        "recorded": [],
     }
     if not todo:
         module.exit_json(**result)
@@ -206,20 +224,29 @@ def main() -> None:
             lines = [f"{verb} {t['name']} {t['version']}" for t in result["transaction"]] or planned
             result["diff"] = {"prepared": "\n".join(lines)}
             module.exit_json(**result)
-        if mgr == "apt":
-            if p["state"] == "present":
-                if p["update_cache"]:
-                    pkgmgr.apt_update(env, p["lock_timeout"])
-                pkgmgr.apt_install(todo, env, p["install_recommends"], p["lock_timeout"])
-            else:
-                pkgmgr.apt_remove(todo, p["lock_timeout"], purge=p["purge"])
-        elif p["state"] == "present":
-            pkgmgr.dnf_install(todo, env, p["lock_timeout"], check=False)
+        if p["state"] == "present":
+            if p["update_cache"] and mgr == "apt":
+                pkgmgr.apt_update(env, p["lock_timeout"])
+            # The pending entry first: a run killed from here on is resolved by whoever reads the record next.
+            if p["record"]:
+                pkgrecord.begin(p["record"], todo, mgr)
+            try:
+                if mgr == "apt":
+                    pkgmgr.apt_install(todo, env, p["install_recommends"], p["lock_timeout"])
+                else:
+                    pkgmgr.dnf_install(todo, env, p["lock_timeout"], check=False)
+            finally:
+                if p["record"]:  # a failed install may have brought some packages all the same
+                    result["recorded"] = pkgrecord.finish(mgr)
         else:
-            rc, out, err = pkgmgr.run(["dnf", "remove", "-y", "-q", *todo], None)
-            if rc != 0:
-                raise pkgmgr.PackageError(errors.INTERNAL, f"dnf remove failed: {err.strip()[-300:]}")
-    except pkgmgr.PackageError as exc:
+            if mgr == "apt":
+                pkgmgr.apt_remove(todo, p["lock_timeout"], purge=p["purge"])
+            else:
+                rc, out, err = pkgmgr.run(["dnf", "remove", "-y", "-q", *todo], None)
+                if rc != 0:
+                    raise pkgmgr.PackageError(errors.INTERNAL, f"dnf remove failed: {err.strip()[-300:]}")
+            result["recorded"] = pkgrecord.forget(todo, mgr)
+    except errors.Failure as exc:
         record = errors.error_record(exc.code, exc.reason)
         if module.check_mode and p["probe"]:
             result.update(changed=False, installable=False, reason=exc.reason)
