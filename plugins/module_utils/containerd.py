@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import datetime
 import fnmatch
+import hashlib
+import json
 import math
 import os
 import re
@@ -46,6 +48,13 @@ from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import (
 DEFAULT_PATH = "/etc/containerd/config.toml"
 DEFAULT_DROP_IN = "/etc/containerd/conf.d/99-gpu-install.toml"
 DEFAULT_SOCKET = "/run/containerd/containerd.sock"
+DEFAULT_STATE_DIR = "/var/lib/gpu-install"
+# What configure changed in config.toml, so that removal takes back exactly that (docs/containerd.md, Removal).
+RECORD_NAME = "containerd.json"
+# The imports entry NVIDIA's `nvidia-ctk runtime configure` adds (toolkit 1.20.0,
+# pkg/config/engine/containerd/config_drop_in.go importPattern), gpu-install's too with the default drop-in: without a
+# record (a host applied by an older release) removal takes out only this entry.
+NVIDIA_GLOB = "/etc/containerd/conf.d/*.toml"
 SERVICE = "containerd"
 # NVIDIA's package path of the runtime, used when it is not on PATH (nvidia-container-toolkit 1.20.0,
 # cmd/nvidia-ctk/runtime/configure/configure.go: defaultNVIDIARuntimeExpecutablePath).
@@ -430,6 +439,105 @@ def add_import(text: str, glob: str) -> str:
         return text[:close_line] + indent + item + "," + eol + text[close_line:]
     sep = " " if text[tail] == "," else ", "
     return text[: tail + 1] + sep + item + text[tail + 1 :]
+
+
+def _array_items(text: str, start: int, end: int) -> List[Tuple[int, int]]:
+    """The (start, end) offsets of the string items of the array text[start:end] ('[' ... ']')."""
+    items: List[Tuple[int, int]] = []
+    k = start + 1
+    close = end - 1
+    while k < close:
+        c = text[k]
+        if c in "\"'":
+            j = _skip_string(text, k)
+            items.append((k, j))
+            k = j
+            continue
+        if c == "#":
+            nl = text.find("\n", k)
+            k = close if nl < 0 else nl
+            continue
+        k += 1
+    return items
+
+
+def _without_import(doc: Doc, glob: str, line_gone: bool) -> Doc:
+    """``doc`` with the last ``glob`` of its imports taken out (and ``imports`` itself when its line went)."""
+    expected = dict(doc)
+    entries = list(doc.get("imports") or [])
+    del entries[len(entries) - 1 - entries[::-1].index(glob)]
+    if line_gone and not entries:
+        expected.pop("imports", None)
+    else:
+        expected["imports"] = entries
+    return expected
+
+
+def remove_import(
+    text: str, glob: str, path: str, line_created: Optional[bool] = None, sha256_before: Optional[str] = None
+) -> str:
+    """``text`` with ``glob`` taken out of its top-level ``imports``: the inverse of ``add_import``.
+
+    The candidates are the edits ``add_import`` can have made (the whole line it created, the item with the
+    separator it put before it, the line it added to a multi-line array); the one chosen is one that
+    ``add_import`` turns back into ``text``: the file as it was before it, byte for byte. Where several are
+    (``["/a", "G" ]`` came from ``["/a", ]`` or from ``["/a" ]``), the record decides: the one whose SHA-256 is the
+    file's before the import was added, else the whole line when gpu-install created it (``line_created``). A file
+    edited around the entry since then gets the smallest edit that reads back as the file without the entry.
+    Anything else is refused (code 4)."""
+    doc = loads(text.encode("utf-8"), path)
+    entries = doc.get("imports")
+    if not isinstance(entries, list) or glob not in entries:
+        return text
+    keys, _header = top_level(text)
+    key = [k for k in keys if k.name == "imports"][0]
+    start = text.index("[", key.value_start)
+    items = _array_items(text, start, key.value_end)
+    toml = _toml()
+    ours = [(s, e) for s, e in items if toml.loads("v = " + text[s:e])["v"] == glob][-1]
+    s, e = ours
+    eol = _eol(text)
+    whole_line: List[str] = []
+    others: List[str] = []
+    if len(items) == 1:
+        whole_line.append(text[: key.line_start] + text[key.line_end :])
+        if key.line_end == len(text) and text[: key.line_start].endswith(eol):  # a newline add_import put before
+            whole_line.append(text[: key.line_start - len(eol)])
+        others.append(text[:s] + text[e:])
+    for sep in (", ", " "):
+        if text[:s].endswith(sep):
+            others.append(text[: s - len(sep)] + text[e:])
+    line_start = text.rfind("\n", 0, s) + 1
+    line_end = text.find("\n", e)
+    line_end = len(text) if line_end < 0 else line_end + 1
+    if text[line_start:line_end].strip() == text[s:e] + ",":
+        others.append(text[:line_start] + text[line_end:])
+    ordered = others + whole_line if line_created is False else whole_line + others
+    exact = [c for c in ordered if add_import(c, glob) == text]
+    if sha256_before:
+        exact.sort(key=lambda c: _sha256(c.encode("utf-8")) != sha256_before)
+    # Edited since: the item and its own comma (the next item's line then untouched), else the comma before it.
+    edited: List[str] = []
+    after = re.match(r"[ \t]*,[ \t]*", text[e:])
+    if after:
+        edited.append(text[:s] + text[e + after.end() :])
+    if items.index(ours) > 0:
+        prev_end = items[items.index(ours) - 1][1]
+        comma = text.find(",", prev_end, s)
+        if comma >= 0:
+            edited.append(text[:comma] + text[comma + 1 : s].rstrip(" \t") + text[e:])
+    for candidate in exact + ordered + edited:
+        try:
+            found = loads(candidate.encode("utf-8"), path)
+        except ContainerdError:
+            continue
+        if found == _without_import(doc, glob, "imports" not in found):
+            return candidate
+    raise ContainerdError(
+        errors.INVALID_INPUT,
+        f"{path}: the import {glob} could not be taken out of `imports` by a text edit; take it out yourself, then "
+        "run again.",
+    )
 
 
 def covers(pattern: str, path: str) -> bool:
@@ -849,6 +957,8 @@ class Plan(NamedTuple):
     warnings: List[str]
     cri_disabled: bool = False  # config.toml's disabled_plugins names the CRI plugin
     drop_in_dir_existed: bool = True  # a rollback removes the directory when this run made it
+    state_dir: str = ""  # where the record is (empty: none kept)
+    record_before: Optional[Dict[str, Any]] = None  # the record's entry before this run, put back by a rollback
 
     @property
     def config_changed(self) -> bool:
@@ -944,7 +1054,7 @@ def plan(path: str, drop_in: str, options: Options, version: Tuple[int, ...], st
     config_after: Optional[bytes] = None
     if new_doc is not None:
         if doc is None:
-            config_after = f"version = {version_out}\nimports = [{_quoted(glob_entry)}]\n".encode()
+            config_after = created_config(version_out, glob_entry)
         elif not covered:
             text = config.data.decode("utf-8")
             new_text = add_import(text, glob_entry)
@@ -953,6 +1063,11 @@ def plan(path: str, drop_in: str, options: Options, version: Tuple[int, ...], st
     return Plan(config, config_after, read(drop_in), drop_after, version_out,
                 schema(version_out).plugin, rel, warnings, cri_disabled,
                 os.path.isdir(os.path.dirname(drop_in)))  # fmt: skip
+
+
+def created_config(version: int, glob_entry: str) -> bytes:
+    """The config.toml gpu-install writes where there is none."""
+    return f"version = {version}\nimports = [{_quoted(glob_entry)}]\n".encode()
 
 
 def _check_added(before: Doc, after: Doc, glob_entry: str, path: str) -> None:
@@ -993,6 +1108,8 @@ def result_skeleton(path: str, drop_in: str) -> Dict[str, Any]:
         "drop_in_backup_file": None,
         "restarted": False,
         "diff": [],
+        "items": [],
+        "kept": [],
         "msg": "",
         "warnings": [],
     }
@@ -1040,8 +1157,11 @@ def configure(
     ctr_path: Optional[str] = None,
     socket: str = DEFAULT_SOCKET,
     run: Runner = _run,
+    state_dir: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """Plan, and (not in check mode) write, validate, restart, roll back. Returns the module's result."""
+    """Plan, and (not in check mode) write, validate, restart, roll back. Returns the module's result.
+
+    ``state_dir``: where the record of what changed in config.toml is kept for removal (None: no record)."""
     result = result_skeleton(os.path.realpath(path), os.path.realpath(drop_in))
     options = options or Options()
     containerd = find_binary("containerd", containerd_path)
@@ -1078,6 +1198,12 @@ def configure(
             )
     new_config = p.config_after if p.config_changed else None
     candidate = os.path.join(os.path.dirname(p.config.path), "." + os.path.basename(p.config.path) + ".gpu-install-new")
+    if state_dir:
+        old_entry = load_record(state_dir, p.config.path)
+        new_entry = record_entry(p, old_entry)
+        if new_entry != old_entry:
+            p = p._replace(state_dir=state_dir, record_before=old_entry)
+            save_record(state_dir, p.config.path, new_entry)
     try:
         if backup:
             result["backup_file"] = _backup(p.config) if new_config is not None else None
@@ -1175,6 +1301,11 @@ def _undo(p: Plan, candidate: str, result: Dict[str, Any], config_too: bool = Fa
     back in place) removed."""
     _unlink(candidate)
     _restore(p, config_too)
+    if p.state_dir and p.record_before is not None:
+        try:
+            save_record(p.state_dir, p.config.path, p.record_before)
+        except ContainerdError:
+            pass
     if not p.drop_in_dir_existed:
         try:
             os.rmdir(os.path.dirname(p.drop_in.path))
@@ -1191,3 +1322,300 @@ def _restore(p: Plan, config_too: bool = False) -> None:
     _put(p.drop_in, p.drop_in.data if p.drop_in.exists else None)
     if config_too and p.config_changed:
         _put(p.config, p.config.data if p.config.exists else None)
+
+
+# ---------------------------------------------------------------------------
+# The record of what configure changed, and removal (state: absent)
+# ---------------------------------------------------------------------------
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_record(state_dir: str, config_path: str) -> Dict[str, Any]:
+    """The record's entry for config.toml (its realpath); {} when there is none or the record is unreadable."""
+    try:
+        with open(os.path.join(state_dir, RECORD_NAME), encoding="utf-8") as fh:
+            data = json.load(fh)
+        entry = data.get("files", {}).get(config_path, {})
+        return entry if isinstance(entry, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def save_record(state_dir: str, config_path: str, entry: Dict[str, Any]) -> None:
+    """Write config.toml's entry ({} drops it; a record left without entries is removed), atomically."""
+    path = os.path.join(state_dir, RECORD_NAME)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+            raise ValueError
+    except (OSError, ValueError):
+        data = {"schema": 1, "files": {}}
+    if entry:
+        data["files"][config_path] = entry
+    else:
+        data["files"].pop(config_path, None)
+    try:
+        if not data["files"]:
+            if os.path.lexists(path):
+                os.unlink(path)
+            return
+        os.makedirs(state_dir, mode=0o755, exist_ok=True)
+        text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+        write_atomic(path, text.encode("utf-8"), 0o644, os.geteuid(), os.getegid())
+    except OSError as exc:
+        raise ContainerdError(
+            errors.HOST_ERROR,
+            f"Could not write {path}: [Errno {exc.errno}] {exc.strerror or exc}; containerd's files are unchanged.",
+        ) from None
+
+
+def record_entry(p: Plan, old: Dict[str, Any]) -> Dict[str, Any]:
+    """The record's entry once ``p`` is written: what gpu-install added to config.toml (or that it created it), the
+    SHA-256 of config.toml and of the drop-in as it wrote them, and whether it made the drop-in's directory. Kept
+    from earlier runs where this one does not write the file."""
+    entry = dict(old)
+    if p.config_changed:
+        glob_entry = os.path.join(os.path.dirname(p.drop_in.path), "*.toml")
+        if p.config.exists:
+            had_line = "imports" in loads(p.config.data, p.config.path)
+            entry.update(created=False, imports_line_created=not had_line, sha256_before=_sha256(p.config.data))
+        else:
+            entry.update(created=True, imports_line_created=True, sha256_before=None)
+        entry.update(import_added=glob_entry, sha256=_sha256(p.config_after or b""))
+    if p.drop_in_changed:
+        entry["drop_in"] = p.drop_in.path
+        entry["drop_in_sha256"] = _sha256(p.drop_in_after) if p.drop_in_after is not None else None
+        if p.drop_in_after is not None and not p.drop_in_dir_existed:
+            entry["drop_in_dir_created"] = True
+    return entry
+
+
+HEADER_START = b"# Written by gpu-install "
+
+
+class Removal(NamedTuple):
+    """What removal takes back (reads only)."""
+
+    config: File
+    config_after: Optional[bytes]  # the edited config.toml; None: not edited
+    delete_config: bool  # config.toml is gpu-install's own, as it wrote it
+    drop_in: File
+    drop_in_edited: bool  # differs from what gpu-install wrote: backed up before it goes
+    remove_dir: str  # the drop-in's directory, gpu-install's and empty once the drop-in goes ("" = stays)
+    record: Dict[str, Any]
+    glob: str  # the imports entry taken out ("" = none)
+    kept: List[Dict[str, str]]
+
+    @property
+    def changed(self) -> bool:
+        return self.config_after is not None or self.delete_config or self.drop_in.exists or bool(self.remove_dir)
+
+
+def plan_removal(
+    path: str = DEFAULT_PATH, drop_in: str = DEFAULT_DROP_IN, state_dir: str = DEFAULT_STATE_DIR
+) -> Removal:
+    """What ``state: absent`` takes back, from the record (else, for a host applied by an older release, what can be
+    told to be gpu-install's); reads only."""
+    path = os.path.realpath(path)
+    drop_in = os.path.realpath(drop_in)
+    entry = load_record(state_dir, path)
+    config = read(path)
+    drop = read(drop_in)
+    kept: List[Dict[str, str]] = []
+    if not entry and not drop.exists:
+        return Removal(config, None, False, drop, False, "", entry, "", kept)
+    glob_entry = os.path.join(os.path.dirname(drop_in), "*.toml")
+    config_after: Optional[bytes] = None
+    delete = False
+    taken = ""
+    if config.exists:
+        doc = loads(config.data, path)
+        found = doc.get("imports")
+        imports: List[Any] = found if isinstance(found, list) else []
+        if entry:
+            taken = str(entry.get("import_added") or "")
+            delete = bool(entry.get("created")) and entry.get("sha256") == _sha256(config.data)
+            if entry.get("created") and not delete:
+                kept.append({"target": path, "why": "gpu-install created it, and it was changed since: it stays, "
+                             "without gpu-install's import"})  # fmt: skip
+        elif any(covers(resolve_import(i, path), drop_in) for i in imports if isinstance(i, str)):
+            import glob as globmod
+
+            others = sorted(f for f in globmod.glob(NVIDIA_GLOB) if os.path.realpath(f) != drop_in)
+            if glob_entry != NVIDIA_GLOB or NVIDIA_GLOB not in imports:
+                why = f"gpu-install has no record of adding the import that reads {drop_in} (it is not {NVIDIA_GLOB})"
+            elif others:
+                why = f"the import {NVIDIA_GLOB} also reads {others[0]}, and gpu-install has no record of adding it"
+            else:
+                why = ""
+                taken = NVIDIA_GLOB
+                delete = config.data in (created_config(v, NVIDIA_GLOB) for v in SCHEMAS)
+            if why:
+                kept.append({"target": f"{path} imports", "why": why})
+        if taken and not delete and taken in imports:
+            line_created = entry.get("imports_line_created") if entry else None
+            text = decode(config.data, path)
+            config_after = remove_import(text, taken, path, line_created, entry.get("sha256_before")).encode("utf-8")
+        elif not delete:
+            taken = ""
+    recorded = entry.get("drop_in_sha256")
+    edited = drop.exists and (_sha256(drop.data) != recorded if recorded else not drop.data.startswith(HEADER_START))
+    remove_dir = ""
+    directory = os.path.dirname(drop_in)
+    if entry.get("drop_in_dir_created") and not edited and os.path.isdir(directory):
+        try:
+            left = set(os.listdir(directory)) - {os.path.basename(drop_in)}
+        except OSError:
+            left = {"?"}
+        remove_dir = "" if left else directory
+    return Removal(config, config_after, delete, drop, edited, remove_dir, entry, taken, kept)
+
+
+def _removal_items(r: Removal, restart: bool, done: Optional[Dict[str, Any]] = None) -> List[Dict[str, str]]:
+    """The plan (or, with ``done``, the result's backups named) in the shared item shape."""
+    done = done or {}
+    items = []
+    backup = f"; backed up to {done['backup_file']}" if done.get("backup_file") else ""
+    if r.delete_config:
+        items.append({"kind": "file", "target": r.config.path, "action": "remove",
+                      "detail": "gpu-install created it" + backup})  # fmt: skip
+    elif r.config_after is not None:
+        items.append({"kind": "setting", "target": f"{r.config.path} imports", "action": "edit",
+                      "detail": f"takes out {r.glob}" + backup})  # fmt: skip
+    if r.drop_in.exists:
+        detail = ""
+        if r.drop_in_edited:
+            where = done.get("drop_in_backup_file")
+            detail = f"edited after apply: backed up to {where}" if where else "edited after apply: backed up first"
+        items.append({"kind": "file", "target": r.drop_in.path, "action": "remove", "detail": detail})
+    if r.remove_dir:
+        items.append({"kind": "file", "target": r.remove_dir, "action": "remove",
+                      "detail": "the directory gpu-install created, empty"})  # fmt: skip
+    if restart:
+        items.append({"kind": "setting", "target": SERVICE, "action": "restart",
+                      "detail": "containerd restarts to drop the runtime"})  # fmt: skip
+    return items
+
+
+def _removal_pending(r: Removal, run: Runner) -> bool:
+    """A removal killed after its changes and before containerd's restart: the record is still there, nothing is
+    left to change, and config.toml (or the directories whose files went) is newer than the running containerd."""
+    if not r.record or r.changed:
+        return False
+    started = service_started(run)
+    if started is None:
+        return False
+    newest = 0.0
+    for path in (r.config.path, os.path.dirname(r.config.path), os.path.dirname(r.drop_in.path)):
+        try:
+            newest = max(newest, os.stat(path).st_mtime)
+        except OSError:
+            pass
+    return newest > started + 1.0
+
+
+def _restart_wanted(r: Removal, restart: bool, run: Runner) -> Tuple[bool, bool]:
+    """(restart containerd, only because a killed removal left it pending)."""
+    if not restart or unit_active(run) is not True:
+        return False, False
+    if r.changed:
+        return True, False
+    pending = _removal_pending(r, run)
+    return pending, pending
+
+
+def removal_plan(
+    path: str = DEFAULT_PATH,
+    drop_in: str = DEFAULT_DROP_IN,
+    state_dir: str = DEFAULT_STATE_DIR,
+    restart: bool = True,
+    run: Runner = _run,
+) -> Tuple[List[Dict[str, str]], List[Dict[str, str]]]:
+    """(items, kept): what ``state: absent`` takes back and what it leaves, and why; reads only. Both empty on a
+    host whose containerd gpu-install never configured."""
+    r = plan_removal(path, drop_in, state_dir)
+    return _removal_items(r, _restart_wanted(r, restart, run)[0]), r.kept
+
+
+def removal_items(
+    path: str = DEFAULT_PATH, drop_in: str = DEFAULT_DROP_IN, state_dir: str = DEFAULT_STATE_DIR, run: Runner = _run
+) -> List[Dict[str, str]]:
+    """The plan of ``state: absent`` in the shared item shape (kind, target, action, detail); reads only."""
+    return removal_plan(path, drop_in, state_dir, run=run)[0]
+
+
+def _removal_diffs(r: Removal) -> List[Dict[str, str]]:
+    out = []
+    if r.delete_config or r.config_after is not None:
+        out.append({"before_header": r.config.path, "after_header": r.config.path,
+                    "before": r.config.data.decode("utf-8", "replace"),
+                    "after": (r.config_after or b"").decode("utf-8")})  # fmt: skip
+    if r.drop_in.exists:
+        out.append({"before_header": r.drop_in.path, "after_header": r.drop_in.path,
+                    "before": r.drop_in.data.decode("utf-8", "replace"), "after": ""})  # fmt: skip
+    return out
+
+
+def remove(
+    path: str = DEFAULT_PATH,
+    drop_in: str = DEFAULT_DROP_IN,
+    restart: bool = True,
+    timeout: float = 60,
+    backup: bool = True,
+    check_mode: bool = False,
+    ctr_path: Optional[str] = None,
+    socket: str = DEFAULT_SOCKET,
+    state_dir: str = DEFAULT_STATE_DIR,
+    run: Runner = _run,
+) -> Dict[str, Any]:
+    """``state: absent``: take back the drop-in and what the record says configure changed in config.toml (dated
+    backup first), restart containerd where its unit runs and wait until it answers; if it does not, put both files
+    back, restart it again and fail with code 7. The record's entry goes last, so a removal killed on the way is
+    finished (restart included) by the next one. Returns the module's result."""
+    result = result_skeleton(os.path.realpath(path), os.path.realpath(drop_in))
+    r = plan_removal(path, drop_in, state_dir)
+    restart_now, pending = _restart_wanted(r, restart, run)
+    result["kept"] = r.kept
+    if not r.changed and not pending:
+        if r.record and not check_mode:
+            save_record(state_dir, r.config.path, {})  # what it records is gone: nothing left to take back
+        result["msg"] = "containerd has nothing of gpu-install's to take back"
+        return result
+    result.update(changed=True, diff=_removal_diffs(r), items=_removal_items(r, restart_now))
+    if pending:
+        result["diff"] = [{"prepared": "containerd runs with the configuration an interrupted removal took back: "
+                                      "it is restarted"}]  # fmt: skip
+    if check_mode:
+        result["msg"] = "containerd's configuration would be taken back"
+        return result
+    # The rollback of configure's restart serves here too: a Plan whose "before" is the host as it is now.
+    p = Plan(r.config, b"" if r.delete_config else r.config_after, r.drop_in, None, 0, "", RELEASES[0], [])
+    try:
+        if backup and (r.delete_config or r.config_after is not None):
+            result["backup_file"] = _backup(r.config)
+        if backup and r.drop_in_edited:
+            result["drop_in_backup_file"] = _backup(r.drop_in)
+        if r.delete_config:
+            _unlink_strict(r.config.path)
+        elif r.config_after is not None:
+            _put(r.config, r.config_after)
+        if r.drop_in.exists:
+            _unlink_strict(r.drop_in.path)
+        if r.remove_dir:
+            os.rmdir(r.remove_dir)
+    except OSError as exc:
+        _undo(p, "", result, config_too=True)
+        raise host_error(r.config.path, exc, "take back") from None
+    result["msg"] = "containerd's configuration was taken back"
+    result["items"] = _removal_items(r, restart_now, result)
+    if restart_now:
+        _restart(p, result, ctr_path, socket, timeout, run, rollback=not pending)
+    save_record(state_dir, r.config.path, {})
+    return result
+
+
+def _unlink_strict(path: str) -> None:
+    if os.path.lexists(path):
+        os.unlink(path)

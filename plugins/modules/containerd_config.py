@@ -31,9 +31,27 @@ description:
     not, both files are put back, containerd is restarted again, and the task fails with code 7.
   - When nothing differs but the drop-in is newer than the running containerd (a run killed between its write and
     the restart), containerd is restarted and the task reports a change.
+  - What it changed in config.toml (the import it added, or that it created the file) is recorded in
+    C(<state_dir>/containerd.json), so that O(state=absent) takes back exactly that.
+  - O(state=absent) removes the drop-in (backed up first when it was edited after gpu-install wrote it), takes the
+    import gpu-install added out of config.toml again by a text edit (the file otherwise byte for byte as it was,
+    a dated backup kept), deletes a config.toml gpu-install created and nobody changed since, and the drop-in's
+    directory when gpu-install made it and it is empty; then restarts containerd as above, with the same rollback
+    (code 7). Without a record (a host configured by an older release) the import is taken out only when it is
+    NVIDIA's C(/etc/containerd/conf.d/*.toml) and no other file matches it.
 author:
   - gpu-install maintainers
 options:
+  state:
+    description:
+      - V(present) configures containerd; V(absent) takes back what gpu-install configured.
+    type: str
+    choices: [present, absent]
+    default: present
+  state_dir:
+    description: Where the record of what gpu-install changed in config.toml is kept.
+    type: path
+    default: /var/lib/gpu-install
   path:
     description: containerd's main configuration file. A symlink is followed; its target is written.
     type: path
@@ -115,6 +133,10 @@ EXAMPLES = r"""
 - name: Enable CDI only (containerd 1.7 and later)
   gpu_install.nvidia.containerd_config:
     mode: cdi
+
+- name: Take back what gpu-install configured in containerd
+  gpu_install.nvidia.containerd_config:
+    state: absent
 """
 
 RETURN = r"""
@@ -156,6 +178,22 @@ diff:
   returned: always
   type: list
   elements: dict
+items:
+  description:
+    - With O(state=absent), what is (in check mode, would be) taken back, one item per thing, in the shape of
+      gpu-install's removal plan - C(kind) (file or setting), C(target), C(action) (remove, edit or restart),
+      C(detail). Empty with O(state=present).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"kind": "setting", "target": "/etc/containerd/config.toml imports", "action": "edit",
+    "detail": "takes out /etc/containerd/conf.d/*.toml; backed up to
+    /etc/containerd/config.toml.20261207T120000.gpu-install.bak"}]
+kept:
+  description: With O(state=absent), what stays although gpu-install may have written it, and why (C(target), C(why)).
+  returned: always
+  type: list
+  elements: dict
 msg:
   description: What happened, in one sentence.
   returned: always
@@ -179,6 +217,8 @@ from ansible_collections.gpu_install.nvidia.plugins.module_utils import containe
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+            "state_dir": {"type": "path", "default": containerd.DEFAULT_STATE_DIR},
             "path": {"type": "path", "default": containerd.DEFAULT_PATH},
             "drop_in": {"type": "path", "default": containerd.DEFAULT_DROP_IN},
             "mode": {"type": "str", "default": "runtime", "choices": list(containerd.MODES)},
@@ -206,18 +246,32 @@ def main() -> None:
             for leftover in fileio.remove_stale_temps(os.path.realpath(target)):
                 module.warn(f"removed {leftover}, the temp file of a write that was interrupted")
     try:
-        result = containerd.configure(
-            p["path"],
-            p["drop_in"],
-            options,
-            restart=p["restart"],
-            timeout=p["timeout"],
-            backup=p["backup"],
-            check_mode=module.check_mode,
-            containerd_path=p["containerd_path"],
-            ctr_path=p["ctr_path"],
-            socket=p["socket"],
-        )
+        if p["state"] == "absent":
+            result = containerd.remove(
+                p["path"],
+                p["drop_in"],
+                restart=p["restart"],
+                timeout=p["timeout"],
+                backup=p["backup"],
+                check_mode=module.check_mode,
+                ctr_path=p["ctr_path"],
+                socket=p["socket"],
+                state_dir=p["state_dir"],
+            )
+        else:
+            result = containerd.configure(
+                p["path"],
+                p["drop_in"],
+                options,
+                restart=p["restart"],
+                timeout=p["timeout"],
+                backup=p["backup"],
+                check_mode=module.check_mode,
+                containerd_path=p["containerd_path"],
+                ctr_path=p["ctr_path"],
+                socket=p["socket"],
+                state_dir=p["state_dir"],
+            )
     except containerd.ContainerdError as exc:
         failed = containerd.result_skeleton(os.path.realpath(p["path"]), os.path.realpath(p["drop_in"]))
         failed.pop("warnings")
