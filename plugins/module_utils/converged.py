@@ -64,8 +64,8 @@ TREES = {
     "toolkit": ("/etc/nvidia-container-runtime", "/etc/nvidia-container-toolkit"),
 }
 # gpu-install's own state directory, less what every run rewrites (its logs, Ansible's home, this receipt)
-# and what does not shape the host (cloud-init's record of its bootstrap).
-STATE_SKIP = frozenset(("runs", "ansible", "converged.json", "cloud-init.json"))
+# and what does not shape the host (cloud-init's record of its bootstrap, removal's record of gpu-install's files).
+STATE_SKIP = frozenset(("runs", "ansible", "converged.json", "cloud-init.json", "files.json"))
 # The package databases: rewritten by rename on every install, removal or upgrade.
 PACKAGE_DBS = (
     "/var/lib/dpkg/status",

@@ -37,6 +37,8 @@ from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import d
 DEFAULT_PATH = "/etc/docker/daemon.json"
 DEFAULT_STATE_DIR = "/var/lib/gpu-install"
 STATE_FILE = "docker-daemon-json.json"
+# The record's mark that gpu-install created daemon.json (the host had none).
+CREATED = "file_created"
 BACKUP_SUFFIX = ".gpu-install.bak"
 FIX_IT = "fix or move it, then run again"
 GPU_RESOURCE = "NVIDIA-GPU"
@@ -860,8 +862,12 @@ def plan(path: str, options: Options, state_dir: str = DEFAULT_STATE_DIR) -> Pla
     result.record = load_record(state_dir, target)
     merged = merge(doc, options, result.record)
     result.after, result.new_record, result.warnings = merged.doc, merged.record, merged.warnings
+    if not result.exists and options.state == "present" and merged.doc:
+        result.new_record[CREATED] = True  # removal deletes the file again when nothing else is left in it
     if not result.exists and (options.state == "absent" or not merged.doc):
         result.after_text = ""  # nothing to say: no file is created
+    elif options.state == "absent" and not merged.doc and result.record.get(CREATED):
+        result.after_text = ""  # gpu-install created the file and nothing of the user's is in it: it goes
     elif same(doc, merged.doc) and result.exists:
         result.after_text = text  # nothing differs: the very same bytes
     else:
@@ -939,7 +945,10 @@ def configure(
         if backup and p.exists:
             backup_file = backup_name(p.path)
             write_atomic(backup_file, p.before_text.encode("utf-8"), mode, uid, gid, like=p.path)
-        write_atomic(p.path, p.after_text.encode("utf-8"), mode, uid, gid, like=p.path if p.exists else None)
+        if p.exists and not p.after_text:
+            os.unlink(p.path)  # removal: the file gpu-install created holds nothing else
+        else:
+            write_atomic(p.path, p.after_text.encode("utf-8"), mode, uid, gid, like=p.path if p.exists else None)
     except OSError as exc:
         if backup_file is not None and os.path.exists(backup_file):
             try:

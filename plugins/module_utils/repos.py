@@ -206,6 +206,20 @@ class RepoError(errors.Failure):
     """A repository problem with its exit class and one sentence for the user."""
 
 
+def keyring_path(repo_id: str, family: str) -> str:
+    """The keyring gpu-install writes for a repository (family: debian | redhat)."""
+    if family == "debian":
+        return f"{APT_KEYRING_DIR}/{FILE_PREFIX}{repo_id}.gpg"
+    return f"{RPM_KEY_DIR}/{FILE_PREFIX}{repo_id}.asc"
+
+
+def source_path(repo_id: str, family: str) -> str:
+    """The apt .sources or dnf .repo file gpu-install writes for a repository."""
+    if family == "debian":
+        return f"{APT_SOURCES_DIR}/{FILE_PREFIX}{repo_id}.sources"
+    return f"{DNF_REPOS_DIR}/{FILE_PREFIX}{repo_id}.repo"
+
+
 @dataclass(frozen=True)
 class Repo:
     """One repository as this host will use it."""
@@ -228,15 +242,11 @@ class Repo:
 
     @property
     def keyring_path(self) -> str:
-        if self.family == "debian":
-            return f"{APT_KEYRING_DIR}/{FILE_PREFIX}{self.id}.gpg"
-        return f"{RPM_KEY_DIR}/{FILE_PREFIX}{self.id}.asc"
+        return keyring_path(self.id, self.family)
 
     @property
     def source_path(self) -> str:
-        if self.family == "debian":
-            return f"{APT_SOURCES_DIR}/{FILE_PREFIX}{self.id}.sources"
-        return f"{DNF_REPOS_DIR}/{FILE_PREFIX}{self.id}.repo"
+        return source_path(self.id, self.family)
 
     @property
     def setting(self) -> str:
