@@ -124,9 +124,11 @@ def removed_reason(removal: Any) -> str:
     """The sentence for a host whose removal went through, from the removal module's take-back result.
 
     ``removal``: ``{"items": [...], "kept": [{"target", "why"}, ...]}`` (gpu_install.nvidia.removal, step
-    take_back); what stays is named, since an operator retiring the host may want it gone too.
+    take_back); what stays is named, since an operator retiring the host may want it gone too. Without it
+    (None), the sentence counts nothing.
     """
-    removal = _dict(removal)
+    if not isinstance(removal, dict):
+        return "gpu-install's changes were taken back."
     items = [i for i in removal.get("items") or [] if isinstance(i, dict)]
     kept = [k for k in removal.get("kept") or [] if isinstance(k, dict)]
     if items:

@@ -426,6 +426,11 @@ def test_a_removed_host_with_nothing_to_take_back_says_so_and_unchanged_is_still
     assert row["reason"] == "nothing of gpu-install's was left to take back."
 
 
+def test_a_removed_host_recorded_without_the_removals_result_claims_no_count():
+    row = fleet.host_row("gpu-1", fleet.host_record(FACTS, removed=True), 4)
+    assert (row["status"], row["exit_code"], row["reason"]) == ("removed", 0, "gpu-install's changes were taken back.")
+
+
 def test_a_removed_driver_waiting_for_a_reboot_is_exit_9_with_the_removal_sentence():
     record = fleet.host_record(FACTS, removed=True, removal=REMOVAL, reboot_required=True)
     row = fleet.host_row("gpu-1", record, changed=9)
