@@ -325,7 +325,7 @@ def plan(opts: Options, manager: str, run: Runner = _run) -> Dict[str, Any]:
     if toolkit_goes and os.path.exists(container_mode.TOOLKIT_SPEC):
         items.append(item("file", container_mode.TOOLKIT_SPEC, "remove", "the toolkit's CDI spec"))
     items += _file_items(opts, manager, bool(dockers), kept)
-    driver_items = driver.removal_items(_driver_probes(manager))
+    driver_items = driver.removal_items(driver.removal_probes(manager))
     items += [e for e in driver_items if opts.driver or e["kind"] == "hold"]
     items += [
         item("file", backup, "move", f"gpu-install's backup, kept in {BACKUP_ROOT}")
@@ -430,19 +430,6 @@ def _driver_installed(installed: Dict[str, str]) -> bool:
     return any(n.startswith(DRIVER_MARKS) for n in installed) or os.path.exists(driver.RUNFILE_STATE)
 
 
-def _driver_probes(manager: str) -> Dict[str, Any]:
-    return {
-        "manager": manager,
-        "blacklist": os.path.isfile(driver.BLACKLIST_PATH) and _ours(driver.BLACKLIST_PATH),
-        "runfile": os.path.isfile(driver.RUNFILE_STATE),
-        "uninstaller": os.path.exists(driver.RUNFILE_UNINSTALLER),
-        "versionlock": _read(driver.VERSIONLOCK_LIST).decode(errors="replace")
-        if os.path.isfile(driver.VERSIONLOCK_LIST)
-        else "",
-        "drain_marker": os.path.exists(driver.DRAIN_MARKER),
-    }
-
-
 # ---------------------------------------------------------------------------
 # Taking back
 # ---------------------------------------------------------------------------
@@ -468,9 +455,16 @@ def _remove_file(path: str, entry: Item, stamp: str) -> None:
 
 
 def take_back(
-    planned: Sequence[Item], manager: str, lock_timeout: int, state_dir: str = STATE_DIR, run: Runner = _run
+    planned: Sequence[Item],
+    manager: str,
+    lock_timeout: int,
+    state_dir: str = STATE_DIR,
+    keep: Sequence[str] = (),
+    run: Runner = _run,
 ) -> List[Item]:
-    """Take back the plan's units, packages, files, holds and state (not the engines' items); what was done."""
+    """Take back the plan's units, packages, files, holds and state (not the engines' items, nor the driver's
+    uninstall and initramfs, which are the playbook's); ``keep``: state files a later step of the playbook
+    still needs. Returns what was done."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     done: List[Item] = []
     units_changed = False
@@ -491,9 +485,16 @@ def take_back(
     if names:
         pkgrecord.remove(names, manager, lock_timeout, state_dir=state_dir)
         done += [e for e in planned if e["kind"] == "package"]
+    locks = [e["target"].split(" ", 1)[1] for e in planned if e["target"].startswith(driver.VERSIONLOCK_LIST + " ")]
+    if locks:
+        rc, out, err = run([*driver.VERSIONLOCK_DELETE, *locks])
+        if rc != 0:
+            raise RemovalError(errors.INTERNAL, f"dnf versionlock delete failed: {(err or out).strip()[-300:]}")
     for entry in planned:
         kind, target, action = entry["kind"], entry["target"], entry["action"]
-        if kind in ("file", "repository", "key", "hold") and action == "remove":
+        if kind == "hold" and target.startswith(driver.VERSIONLOCK_LIST + " "):
+            done.append(entry)
+        elif kind in ("file", "repository", "key", "hold") and action == "remove":
             _remove_file(target, entry, stamp)
             units_changed = units_changed or target.startswith(UNIT_DIR)
             done.append(entry)
@@ -512,6 +513,26 @@ def take_back(
         _systemctl("daemon-reload", run=run)
     for entry in planned:
         if entry["kind"] == "state":
-            shutil.rmtree(entry["target"], ignore_errors=True)
+            _remove_state(entry["target"], keep)
             done.append(entry)
     return done
+
+
+def _remove_state(path: str, keep: Sequence[str]) -> None:
+    """A record file, or the state directory less ``keep`` (what the playbook's later steps still need)."""
+    if not os.path.isdir(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    for name in os.listdir(path):
+        full = os.path.join(path, name)
+        if full in keep:
+            continue
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            os.unlink(full)
+    if not os.listdir(path):
+        os.rmdir(path)

@@ -112,7 +112,7 @@ step:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, gpu_detect, pkgmgr, removal
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import driver, errors, gpu_detect, pkgmgr, removal
 
 
 def main() -> None:
@@ -156,7 +156,8 @@ def main() -> None:
         if module.check_mode:
             result.update(items=now["items"], changed=bool(now["items"]))
             module.exit_json(**result)
-        removal.take_back(now["items"], manager, p["lock_timeout"], p["state_dir"])
+        keep = driver.REMOVAL_KEEP if p["driver"] else ()
+        removal.take_back(now["items"], manager, p["lock_timeout"], p["state_dir"], keep=keep)
         after = removal.plan(opts, manager)["items"]
     except errors.Failure as exc:
         record = errors.error_record(exc.code, exc.reason)
