@@ -153,6 +153,22 @@ def test_the_plan_names_the_containers_that_block_removal(tmp_path):
     ]
 
 
+def test_a_plan_refused_for_running_containers_names_them_and_does_not_say_nothing_to_remove(tmp_path):
+    gpu = {"id": "3f2a", "name": "trainer", "image": "cuda:12", "runtime": "nvidia"}
+    refused = _result(tmp_path, check=True, plan=[], blocking=[gpu])
+    refused.results["removal_plan"]["failed"] = True
+    lines = remove.plan_lines(refused)
+    assert remove.NOTHING not in lines and "  - trainer (cuda:12, runtime nvidia)" in lines
+
+
+def test_the_summary_names_what_is_still_there(tmp_path):
+    run = _result(tmp_path, check=False, plan=PLAN_ITEMS, done=PLAN_ITEMS[:4])
+    run.results["removal"]["left"] = PLAN_ITEMS[4:]
+    lines = remove.summary_lines(run)
+    i = lines.index("Still there (run remove again):")
+    assert lines[i + 1] == "  - remove file /etc/cdi/gpu-install-nvidia.json"
+
+
 def test_an_empty_plan_says_gpu_install_changed_nothing(tmp_path):
     assert remove.plan_lines(_result(tmp_path, check=True, plan=[]))[0] == remove.NOTHING
 

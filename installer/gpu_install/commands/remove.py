@@ -73,7 +73,11 @@ def blocking(result: RunResult) -> list[dict[str, Any]]:
 def plan_lines(result: RunResult) -> list[str]:
     """The plan as printed: each item, then what stays, then the containers that block removal."""
     items = plan_items(result)
-    lines = [f"Plan: {len(items)} item(s) to take back"] if items else [NOTHING]
+    lines = []
+    if items:
+        lines.append(f"Plan: {len(items)} item(s) to take back")
+    elif not (result.results.get("removal_plan") or {}).get("failed"):  # a refused plan lists nothing either
+        lines.append(NOTHING)
     lines += [f"  - {render_item(i)}" for i in items]
     lines += stays_lines(kept(result))
     containers = blocking(result)
@@ -97,6 +101,10 @@ def summary_lines(result: RunResult) -> list[str]:
     lines = [f"Removed: {len(done)} item(s)"]
     lines += [f"  - {render_item(i)}" for i in done]
     lines += stays_lines(kept(result))
+    left = [i for i in (result.results.get("removal") or {}).get("left") or [] if isinstance(i, dict)]
+    if left:
+        lines.append("Still there (run remove again):")
+        lines += [f"  - {render_item(i)}" for i in left]
     if result.reboot_required:
         lines.append("Reboot to finish: " + DRIVER_REBOOT_REASON)
     lines.append(
