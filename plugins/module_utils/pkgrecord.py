@@ -426,6 +426,12 @@ def finish(manager: str, state_dir: str = STATE_DIR) -> List[str]:
     return sorted(set(data["packages"]) - before)
 
 
+def settle_pending(manager: str, state_dir: str = STATE_DIR) -> List[str]:
+    """Resolve a pending entry a killed run left (a writer with nothing to install); returns the names recorded."""
+    data = load(state_dir)
+    return finish(manager, state_dir) if data is not None and data.get("pending") else []
+
+
 def forget(names: Iterable[str], manager: str, state_dir: str = STATE_DIR) -> List[str]:
     """After a removal: drop the packages that are gone from the record (no record: nothing to do)."""
     if load(state_dir) is None:

@@ -208,6 +208,11 @@ def main() -> None:
         "recorded": [],
     }
     if not todo:
+        if p["record"] and p["state"] == "present" and not module.check_mode:
+            try:  # a pending entry a killed run left: this run settles it
+                result["recorded"] = pkgrecord.settle_pending(mgr)
+            except errors.Failure as exc:
+                module.fail_json(msg=exc.reason, gpu_install_error=errors.error_record(exc.code, exc.reason), **result)
         module.exit_json(**result)
     verb = "install" if p["state"] == "present" else ("purge" if p["purge"] and mgr == "apt" else "remove")
     # The diff's lines: the verb and each package (a removal names the installed version too).
