@@ -426,6 +426,10 @@ def plan(
         "runfile_uninstall": RUNFILE_UNINSTALL,
         "runfile_state": RUNFILE_STATE,
         "drain_marker": DRAIN_MARKER,
+        # gpu-install remove --driver (removal_items below).
+        "initramfs_tool": INITRAMFS_TOOL[manager],
+        "initramfs_pending": INITRAMFS_PENDING,
+        "versionlock_delete": list(VERSIONLOCK_DELETE),
     }
     if source == "none":
         return result
@@ -857,3 +861,97 @@ def switch(
     result["remove"] = sorted(name for name, old in now["packages"].items() if old == now["branch"])
     result["removed_versions"] = [f"{name} {installed.get(name, '')}".strip() for name in result["remove"]]
     return result
+
+
+# ---------------------------------------------------------------------------
+# Removal (gpu-install remove --driver): what the driver role left besides its packages
+# ---------------------------------------------------------------------------
+# The driver's packages come from the package record (group ``driver``, module_utils/pkgrecord.py). What else the
+# role wrote is found by ``removal_probes`` and listed by ``removal_items`` in the shared item shape
+# (module_utils/removal.py). Who takes each back, in this order (a removal killed anywhere resumes from what is
+# still there):
+# - playbooks/tasks/remove_driver_before.yml, after the drain and before any package goes: the versionlock entries
+#   (``VERSIONLOCK_DELETE``; dnf's versionlock plugin may be one of the packages that go), NVIDIA's uninstaller for a
+#   runfile's driver (``RUNFILE_UNINSTALL``; it calls dkms, which may go too), then the runfile record; it records
+#   ``INITRAMFS_PENDING`` before the blacklist goes.
+# - the removal module: the whole files ``REMOVAL_FILES`` (the nouveau blacklist, the apt pin, dnf's module stream
+#   file), backed up first where the user edited them. ``REMOVAL_KEEP`` stays for the playbook.
+# - playbooks/tasks/remove_driver_after.yml: the initramfs rebuild (``INITRAMFS``, where ``INITRAMFS_TOOL`` exists),
+#   then the undrain, then ``REMOVAL_KEEP`` goes.
+INITRAMFS_TOOL = {"apt": "/usr/sbin/update-initramfs", "dnf": "/usr/bin/dracut"}
+# Written before the blacklist goes, removed once the initramfs is rebuilt without it: a removal killed in between
+# still rebuilds it next time.
+INITRAMFS_PENDING = "/var/lib/gpu-install/nvidia-driver-initramfs-pending"
+VERSIONLOCK_DELETE = ("dnf", "-y", "versionlock", "delete")
+REMOVAL_FILES = (BLACKLIST_PATH, HOLD_APT_PATH, HOLD_DNF_PATH)
+REMOVAL_KEEP = (DRAIN_MARKER, INITRAMFS_PENDING)
+_MARKER = "Written by gpu-install"
+
+
+def removal_probes(manager: str, root: str = "/") -> Dict[str, Any]:
+    """What ``removal_items`` needs to know of the host (read-only; ``root`` for tests)."""
+
+    def at(path: str) -> str:
+        return os.path.join(root, path.lstrip("/"))
+
+    def text(path: str) -> Optional[str]:
+        try:
+            with open(at(path), encoding="utf-8", errors="replace") as fh:
+                return fh.read()
+        except OSError:
+            return None
+
+    blacklist = text(BLACKLIST_PATH)
+    hold = text(HOLD_APT_PATH)
+    module = text(HOLD_DNF_PATH)
+    return {
+        "manager": manager,
+        # Only files that say they are gpu-install's (the role writes its marker into both).
+        "blacklist": blacklist is not None and _MARKER in blacklist[:512],
+        "hold": hold is not None and _MARKER in hold[:512],
+        # dnf's own format has no room for a marker: the stream file of NVIDIA's nvidia-driver module as the role
+        # writes it (dnf module enable writes the same), on a dnf host only.
+        "module_hold": manager == "dnf" and module is not None and bool(re.search(r"^stream=\S+$", module, re.M)),
+        "versionlock": text(VERSIONLOCK_LIST) or "",
+        "runfile": os.path.isfile(at(RUNFILE_STATE)),
+        "uninstaller": os.path.exists(at(RUNFILE_UNINSTALLER)),
+        "drain_marker": os.path.exists(at(DRAIN_MARKER)),
+        "initramfs_pending": os.path.exists(at(INITRAMFS_PENDING)),
+        "initramfs_tool": os.path.exists(at(INITRAMFS_TOOL.get(manager, ""))),
+    }
+
+
+def removal_items(probes: Dict[str, Any]) -> List[Dict[str, str]]:
+    """The driver role's traces that ``remove --driver`` takes back, beside the driver's packages, in order.
+
+    probes (``removal_probes``; a missing key means not found): manager; blacklist, hold, module_hold (gpu-install's
+    files exist); versionlock (the text of dnf's versionlock.list); runfile (gpu-install's record of the runfile it
+    ran), uninstaller (NVIDIA's uninstaller exists); drain_marker (a run left the node drained); initramfs_pending (a
+    removal stopped before its initramfs rebuild); initramfs_tool (update-initramfs or dracut exists). Versionlock
+    entries are those NVIDIA's glob (``VERSIONLOCK_GLOB``, as install.yml adds it) locks: NVIDIA packages of a
+    driver branch; excludes (``!``) and other entries are the user's. Each entry's target is "LIST ENTRY".
+    """
+    manager = str(probes.get("manager") or "apt")
+    items: List[Dict[str, str]] = []
+
+    def add(kind: str, target: str, action: str, detail: str) -> None:
+        items.append({"kind": kind, "target": target, "action": action, "detail": detail})
+
+    for entry in sorted(versionlock_entries(str(probes.get("versionlock") or ""))):
+        add("hold", f"{VERSIONLOCK_LIST} {entry}", "remove", "dnf versionlock entry of the driver branch")
+    if probes.get("runfile"):
+        if probes.get("uninstaller"):
+            add("driver", RUNFILE_UNINSTALLER, "uninstall", "the runfile's driver, by " + " ".join(RUNFILE_UNINSTALL))
+        add("state", RUNFILE_STATE, "remove", "gpu-install's record of the runfile it ran")
+    if probes.get("hold"):
+        add("hold", HOLD_APT_PATH, "remove", "apt pin of the driver branch")
+    if probes.get("module_hold"):
+        add("hold", HOLD_DNF_PATH, "remove", "dnf's nvidia-driver module stream")
+    if probes.get("blacklist"):
+        add("file", BLACKLIST_PATH, "remove", "nouveau and nova_core blacklist")
+    if (probes.get("blacklist") or probes.get("initramfs_pending")) and probes.get("initramfs_tool"):
+        argv = " ".join(INITRAMFS.get(manager, INITRAMFS["apt"]))
+        add("driver", "initramfs", "rebuild", f"{argv}, without the blacklist")
+    if probes.get("drain_marker"):
+        add("state", DRAIN_MARKER, "remove", "an earlier run left the node drained: gpu_install_undrain_command runs")
+    return items

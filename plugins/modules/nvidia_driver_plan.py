@@ -224,6 +224,19 @@ drain_marker:
   description: The file that says gpu-install drained the node and has not undrained it yet.
   returned: always
   type: str
+initramfs_tool:
+  description: The initramfs tool (update-initramfs or dracut); the initramfs is rebuilt only where it exists.
+  returned: always
+  type: str
+initramfs_pending:
+  description: The file that says a driver removal has yet to rebuild the initramfs without the nouveau blacklist.
+  returned: always
+  type: str
+versionlock_delete:
+  description: The command (argv, the entries appended) that releases dnf versionlock entries.
+  returned: always
+  type: list
+  elements: str
 """
 
 import os
