@@ -870,12 +870,12 @@ def switch(
 # role wrote is found by ``removal_probes`` and listed by ``removal_items`` in the shared item shape
 # (module_utils/removal.py). Who takes each back, in this order (a removal killed anywhere resumes from what is
 # still there):
-# - playbooks/tasks/remove_driver_before.yml, after the drain and before any package goes: the versionlock entries
-#   (``VERSIONLOCK_DELETE``; dnf's versionlock plugin may be one of the packages that go), NVIDIA's uninstaller for a
-#   runfile's driver (``RUNFILE_UNINSTALL``; it calls dkms, which may go too), then the runfile record; it records
+# - playbooks/tasks/remove_driver_before.yml, after the drain and before any package goes: NVIDIA's uninstaller for
+#   a runfile's driver (``RUNFILE_UNINSTALL``; it calls dkms, which may go too), then the runfile record; it records
 #   ``INITRAMFS_PENDING`` before the blacklist goes.
-# - the removal module: the whole files ``REMOVAL_FILES`` (the nouveau blacklist, the apt pin, dnf's module stream
-#   file), backed up first where the user edited them. ``REMOVAL_KEEP`` stays for the playbook.
+# - the removal module: the versionlock entries (``VERSIONLOCK_DELETE``, before the packages: dnf's versionlock
+#   plugin may be one of them), then the whole files ``REMOVAL_FILES`` (the nouveau blacklist, the apt pin, dnf's
+#   module stream file), backed up first where the user edited them. ``REMOVAL_KEEP`` stays for the playbook.
 # - playbooks/tasks/remove_driver_after.yml: the initramfs rebuild (``INITRAMFS``, where ``INITRAMFS_TOOL`` exists),
 #   then the undrain, then ``REMOVAL_KEEP`` goes.
 INITRAMFS_TOOL = {"apt": "/usr/sbin/update-initramfs", "dnf": "/usr/bin/dracut"}

@@ -481,15 +481,16 @@ def take_back(
                 os.unlink(link)
             units_changed = True
             done.append(entry)
-    names = [e["target"] for e in planned if e["kind"] == "package"]
-    if names:
-        pkgrecord.remove(names, manager, lock_timeout, state_dir=state_dir)
-        done += [e for e in planned if e["kind"] == "package"]
+    # Before the packages: dnf's versionlock plugin may be one of them.
     locks = [e["target"].split(" ", 1)[1] for e in planned if e["target"].startswith(driver.VERSIONLOCK_LIST + " ")]
     if locks:
         rc, out, err = run([*driver.VERSIONLOCK_DELETE, *locks])
         if rc != 0:
             raise RemovalError(errors.INTERNAL, f"dnf versionlock delete failed: {(err or out).strip()[-300:]}")
+    names = [e["target"] for e in planned if e["kind"] == "package"]
+    if names:
+        pkgrecord.remove(names, manager, lock_timeout, state_dir=state_dir)
+        done += [e for e in planned if e["kind"] == "package"]
     for entry in planned:
         kind, target, action = entry["kind"], entry["target"], entry["action"]
         if kind == "hold" and target.startswith(driver.VERSIONLOCK_LIST + " "):
@@ -520,6 +521,8 @@ def take_back(
 
 def _remove_state(path: str, keep: Sequence[str]) -> None:
     """A record file, or the state directory less ``keep`` (what the playbook's later steps still need)."""
+    if path in keep:
+        return
     if not os.path.isdir(path):
         try:
             os.unlink(path)

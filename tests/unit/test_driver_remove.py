@@ -112,8 +112,7 @@ def test_items_come_in_the_order_they_are_taken_back():
         "uninstaller": True, "drain_marker": True, "initramfs_tool": True,
     }  # fmt: skip
     order = [(i["kind"], i["action"]) for i in driver.removal_items(every)]
-    # versionlock entries go while dnf's plugin is installed, before NVIDIA's uninstaller
-    assert order.index(("hold", "remove")) < order.index(("driver", "uninstall"))
+    assert order.index(("driver", "uninstall")) < order.index(("state", "remove"))  # the record goes after the driver
     assert order.index(("file", "remove")) < order.index(("driver", "rebuild"))
     assert order[-1] == ("state", "remove")  # the drain marker goes last, after the undrain
 
