@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gpu_install import cli, engine, settings
+from gpu_install import cli, engine, settings, signals
 from gpu_install.commands import _common, remove
 from gpu_install.errors import GpuInstallError
 from gpu_install.parser import build_parser
@@ -348,3 +348,12 @@ def test_check_json_has_the_plan_and_nothing_done(host, capsys, tmp_path):
     data = json.loads(capsys.readouterr().out)
     assert rc == 0 and data["check"] is True
     assert data["removal"] == {"plan": PLAN_ITEMS, "done": [], "kept": KEPT}
+
+
+def test_an_interrupted_removal_says_to_run_remove_again_not_apply(host, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(signals, "_received", [15])  # SIGTERM arrived while the playbook ran
+    host(_result(tmp_path, check=False, plan=PLAN_ITEMS, status="canceled", rc=1, current_task="Purge"))
+    rc = cli.main(["remove", "--yes", "--json"])
+    reason = json.loads(capsys.readouterr().out)["error"]["reason"]
+    assert rc == 143 and reason.startswith("interrupted by SIGTERM in task 'Purge'")
+    assert reason.endswith("run remove again to finish.") and "apply" not in reason

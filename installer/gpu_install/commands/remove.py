@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         if args.check or ask:
             with Progress("plan", expected_tasks(PLAYBOOK), enabled=not args.json) as prog:
                 plan = engine.run_playbook(PLAYBOOK, values, check=True, progress=prog)
-            err = plan.error()
+            err = _interrupted_removal(plan.error())
             if args.check:
                 return _finish_check(args, plan, err)
             _print(plan_lines(plan))
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
                 return 0
         with Progress("remove", expected_tasks(PLAYBOOK), enabled=not args.json) as prog:
             result = engine.run_playbook(PLAYBOOK, values, check=False, progress=prog)
-    err = result.error()
+    err = _interrupted_removal(result.error())
     if err is None:
         remember_tasks(PLAYBOOK, result.tasks_started)
         if result.reboot_required:
@@ -179,6 +179,14 @@ def run(args: argparse.Namespace) -> int:
 
             emit_error(err, False)
     return err.code if err is not None else 0
+
+
+def _interrupted_removal(err: GpuInstallError | None) -> GpuInstallError | None:
+    """An interrupted removal is finished by running remove again: apply would put everything back."""
+    if err is None or err.code not in (codes.INTERRUPTED_SIGINT, codes.INTERRUPTED_SIGTERM):
+        return err
+    reason = err.reason.replace("run apply again to finish.", "run remove again to finish.")
+    return GpuInstallError(err.code, reason, log=err.log)
 
 
 def _finish_check(args: argparse.Namespace, plan: RunResult, err: GpuInstallError | None) -> int:
