@@ -404,9 +404,11 @@ def _settled(graph: Graph, state_dir: str) -> Dict[str, Any]:
     return data
 
 
-def begin(group: str, names: Sequence[str], manager: str, state_dir: str = STATE_DIR) -> Dict[str, Any]:
+def begin(
+    group: str, names: Sequence[str], manager: str, state_dir: str = STATE_DIR, runner: pkgmgr.Runner = pkgmgr.run
+) -> Dict[str, Any]:
     """Before an install: write a pending entry naming what is installed now; returns the entry for ``finish``."""
-    graph = read_installed(manager)
+    graph = read_installed(manager, runner)
     entry = {"group": group, "names": list(names), "before": sorted(graph)}
     with _locked(state_dir):
         data = _settled(graph, state_dir)
@@ -415,10 +417,10 @@ def begin(group: str, names: Sequence[str], manager: str, state_dir: str = STATE
     return entry
 
 
-def finish(manager: str, state_dir: str = STATE_DIR) -> List[str]:
+def finish(manager: str, state_dir: str = STATE_DIR, runner: pkgmgr.Runner = pkgmgr.run) -> List[str]:
     """After an install (succeeded or failed): record what it brought, clear the pending entry; returns the names
     recorded now."""
-    graph = read_installed(manager)
+    graph = read_installed(manager, runner)
     with _locked(state_dir):
         before = set((load(state_dir) or {}).get("packages", {}))
         data = _settled(graph, state_dir)
@@ -426,17 +428,19 @@ def finish(manager: str, state_dir: str = STATE_DIR) -> List[str]:
     return sorted(set(data["packages"]) - before)
 
 
-def settle_pending(manager: str, state_dir: str = STATE_DIR) -> List[str]:
+def settle_pending(manager: str, state_dir: str = STATE_DIR, runner: pkgmgr.Runner = pkgmgr.run) -> List[str]:
     """Resolve a pending entry a killed run left (a writer with nothing to install); returns the names recorded."""
     data = load(state_dir)
-    return finish(manager, state_dir) if data is not None and data.get("pending") else []
+    return finish(manager, state_dir, runner) if data is not None and data.get("pending") else []
 
 
-def forget(names: Iterable[str], manager: str, state_dir: str = STATE_DIR) -> List[str]:
+def forget(
+    names: Iterable[str], manager: str, state_dir: str = STATE_DIR, runner: pkgmgr.Runner = pkgmgr.run
+) -> List[str]:
     """After a removal: drop the packages that are gone from the record (no record: nothing to do)."""
     if load(state_dir) is None:
         return []
-    graph = read_installed(manager)
+    graph = read_installed(manager, runner)
     with _locked(state_dir):
         before = set((load(state_dir) or {}).get("packages", {}))
         data = _settled(graph, state_dir)
@@ -444,14 +448,16 @@ def forget(names: Iterable[str], manager: str, state_dir: str = STATE_DIR) -> Li
     return sorted(n for n in set(names) & before if n not in data["packages"])
 
 
-def recorded(state_dir: str = STATE_DIR, manager: Optional[str] = None) -> Dict[str, Dict[str, str]]:
+def recorded(
+    state_dir: str = STATE_DIR, manager: Optional[str] = None, runner: pkgmgr.Runner = pkgmgr.run
+) -> Dict[str, Dict[str, str]]:
     """name -> {"version", "group"}: the record, a pending entry resolved against what is installed now (read-only:
     the file is settled by the next writer). No record: empty."""
     data = load(state_dir)
     if data is None:
         return {}
     if data.get("pending"):
-        data = resolve(data, read_installed(manager or default_manager()))
+        data = resolve(data, read_installed(manager or default_manager(), runner))
     return {
         name: {"version": str(info.get("version", "")), "group": str(info.get("group", ""))}
         for name, info in data["packages"].items()
@@ -545,7 +551,7 @@ def remove(
     graph = read_installed(manager, runner)
     todo = sorted(n for n in set(names) if n in graph)
     if not todo:
-        forget(names, manager, state_dir)
+        forget(names, manager, state_dir, runner)
         return []
     if manager == "dnf":
         pkgmgr.wait_for_lock(pkgmgr.RPM_LOCKS, lock_timeout)
@@ -565,12 +571,19 @@ def remove(
         others = sorted({m.group(1) for m in map(_APT_GONE_RE.match, out.splitlines()) if m} - set(todo))
         if others:
             raise _refuse_others(todo, others, "apt-get would take them along")
+        installs = sorted(line.split()[1] for line in out.splitlines() if line.startswith("Inst "))
+        if installs:
+            raise pkgmgr.PackageError(
+                errors.INTERNAL,
+                f"removing {', '.join(todo)} would make apt-get install {', '.join(installs)}: nothing was removed; "
+                "run gpu-install remove again to plan against the packages installed now.",
+            )
         rc, out, err = runner(["apt-get", "purge", "-y", "-q", *opts, *todo], dict(pkgmgr.APT_ENV))
     if rc != 0:
         text = (err or out).strip().splitlines()
         raise pkgmgr.PackageError(
             errors.INTERNAL, f"{manager} failed removing {' '.join(todo)}: {text[-1] if text else rc}"
         )
-    forget(todo, manager, state_dir)
+    forget(todo, manager, state_dir, runner)
     after = read_installed(manager, runner)
     return [n for n in todo if n not in after]

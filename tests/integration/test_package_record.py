@@ -5,11 +5,21 @@ next reader. Debian's own small packages (jq, file and their libraries) through 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hosts import VENV, Host
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "installer"))
+from gpu_install.collection import module_utils  # noqa: E402
+
+pkgrecord = module_utils("pkgrecord")
+pkgmgr = module_utils("pkgmgr")
 
 COLLECTIONS = f"$({VENV}/bin/python -c 'from gpu_install.collection import collections_path as c; print(c())')"
 MODULE = "ansible_collections/gpu_install/nvidia/plugins/modules/packages.py"
@@ -152,3 +162,64 @@ def test_an_install_killed_inside_dpkg_is_resolved_by_the_next_reader_and_finish
     assert {n for n, group in recorded(host).items() if group == "container"} >= {"file", "libmagic1", "libmagic-mgc"}
     assert json.loads(host.get("/var/lib/gpu-install/packages.json"))["pending"] == []
     print(f"\nkilled install resolved: {time.monotonic() - started:.1f} s (brought before the kill: {sorted(brought)})")
+
+
+# Four small rpms for a scratch root: gpuit-lib (Provides: gpuit-virtual; owns /usr/bin/gpuit-tool-lib), gpuit-app
+# (Requires: gpuit-lib >= 1.0 and (gpuit-virtual or gpuit-nothing); Recommends: gpuit-extra), gpuit-extra, and a
+# user's gpuit-user that needs gpuit-lib only through a file dependency.
+RPM_SPECS = {
+    "lib": "Provides: gpuit-virtual\n",
+    "app": "Requires: gpuit-lib >= 1.0\nRequires: (gpuit-virtual or gpuit-nothing)\nRecommends: gpuit-extra\n",
+    "extra": "",
+    "user": "Requires: /usr/bin/gpuit-tool-lib\n",
+}
+
+
+def build_rpms(top: Path) -> list[Path]:
+    (top / "SPECS").mkdir(parents=True)
+    for name, extra in RPM_SPECS.items():
+        spec = top / "SPECS" / f"{name}.spec"
+        spec.write_text(
+            f"Name: gpuit-{name}\nVersion: 1.0\nRelease: 1\nSummary: test package\nLicense: MIT\nBuildArch: noarch\n"
+            f"{extra}%description\ntest package\n%install\nmkdir -p %{{buildroot}}/usr/bin\n"
+            f"echo {name} > %{{buildroot}}/usr/bin/gpuit-tool-{name}\n%files\n/usr/bin/gpuit-tool-{name}\n"
+        )
+        subprocess.run(["rpmbuild", "--define", f"_topdir {top}", "-bb", str(spec)], check=True, capture_output=True)
+    return sorted((top / "RPMS" / "noarch").glob("*.rpm"))
+
+
+def in_root(root: Path):
+    """Real rpm and dnf, acting on a scratch root instead of this machine's database."""
+
+    def runner(argv, env):
+        if argv[0] == "rpm":
+            argv = ["rpm", "--root", str(root), *argv[1:]]
+        elif argv[0] == "dnf":
+            argv = ["dnf", f"--installroot={root}", "--disablerepo=*", "--releasever=9", *argv[1:]]
+        return pkgmgr.run(argv, env)
+
+    return runner
+
+
+@pytest.mark.skipif(not (shutil.which("rpmbuild") and shutil.which("dnf")), reason="needs rpm-build and dnf")
+def test_rpm_keeps_a_file_dependencys_owner_and_dnf_removes_exactly_the_rest(tmp_path):
+    started = time.monotonic()
+    rpms = build_rpms(tmp_path / "build")
+    root, state = tmp_path / "root", tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["rpm", "--root", str(root), "-i", *map(str, rpms)], check=True, capture_output=True)
+    runner = in_root(root)
+    recorded = {n: {"version": "1.0-1", "group": "container"} for n in ("gpuit-app", "gpuit-lib", "gpuit-extra")}
+    (state / "packages.json").write_text(json.dumps({"schema": 1, "packages": recorded, "pending": []}))
+
+    remove, kept = pkgrecord.removal_set(["container"], "dnf", state_dir=str(state), runner=runner)
+    assert remove == {"gpuit-app": "1.0-1", "gpuit-extra": "1.0-1"}
+    assert kept == [{"target": "gpuit-lib", "why": "gpuit-user depends on it"}]  # through /usr/bin/gpuit-tool-lib
+
+    with pytest.raises(pkgmgr.PackageError) as refused:
+        pkgrecord.remove(["gpuit-lib"], "dnf", 30, state_dir=str(state), runner=runner)
+    assert "would also remove gpuit-app-1.0-1.noarch, gpuit-user-1.0-1.noarch" in refused.value.reason
+    assert pkgrecord.remove(sorted(remove), "dnf", 30, state_dir=str(state), runner=runner) == sorted(remove)
+    assert sorted(pkgrecord.read_installed("dnf", runner)) == ["gpuit-lib", "gpuit-user"]
+    assert sorted(json.loads((state / "packages.json").read_text())["packages"]) == ["gpuit-lib"]
+    print(f"\nrpm and dnf on a scratch root: {time.monotonic() - started:.1f} s")
