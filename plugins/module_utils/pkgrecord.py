@@ -387,9 +387,9 @@ def _save(data: Dict[str, Any], state_dir: str) -> None:
 
 @contextlib.contextmanager
 def _locked(state_dir: str) -> Iterator[None]:
-    """One writer at a time (read, change, write)."""
+    """One writer at a time (read, change, write): a lock on the state directory itself, so no lock file is left."""
     os.makedirs(state_dir, mode=0o755, exist_ok=True)
-    fd = os.open(os.path.join(state_dir, ".packages.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
