@@ -301,10 +301,14 @@ def _kept_why(dependants: Set[str]) -> str:
 
 
 def _closure(roots: Iterable[str], graph: Graph, within: Set[str]) -> Set[str]:
-    """The packages of ``within`` that ``roots`` bring, through dependencies and recommendations."""
+    """The packages of ``within`` that ``roots`` bring, through dependencies and recommendations.
+
+    Packages that were there before are followed too: an upgrade (of a root, or of a library with it) brings new
+    packages through them. A package someone else installed meanwhile is new, but nothing of the roots needs it.
+    """
     providers = _providers(graph)
     seen: Set[str] = set()
-    todo = [r for r in roots if r in within]
+    todo = [r for r in roots if r in graph]
     while todo:
         name = todo.pop()
         if name in seen:
@@ -313,8 +317,8 @@ def _closure(roots: Iterable[str], graph: Graph, within: Set[str]) -> Set[str]:
         pkg = graph[name]
         for clause in pkg.depends + pkg.recommends:
             for alternative in clause:
-                todo.extend(p for p in providers.get(alternative, ()) if p in within and p not in seen)
-    return seen
+                todo.extend(p for p in providers.get(alternative, ()) if p not in seen)
+    return seen & within
 
 
 def _roots(specs: Sequence[str], graph: Graph) -> Optional[List[str]]:

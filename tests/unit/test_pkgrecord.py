@@ -129,6 +129,12 @@ def test_a_pending_entry_resolves_to_what_the_requested_package_brought_not_what
     assert pkgrecord.brought(entry, graph) == {"jq", "libjq1", "libonig5", "yq"}  # no names: everything new
 
 
+def test_an_upgrade_of_a_package_there_before_records_only_the_new_dependencies_it_brought():
+    graph = dpkg_graph()
+    entry = {"group": "container", "names": ["jq=1.6-2.1+deb12u1"], "before": sorted(set(graph) - {"libonig5"})}
+    assert pkgrecord.brought(entry, graph) == {"libonig5"}  # through libjq1, there before too
+
+
 def test_a_resolved_package_keeps_the_group_it_was_first_recorded_with():
     graph = dpkg_graph()
     data = {
