@@ -258,3 +258,44 @@ def test_the_packages_modules_record_option_and_return_are_documented():
     doc = ansible_doc("packages")
     assert doc["doc"]["options"]["record"]["default"] == ""
     assert "recorded" in doc["return"]
+
+
+# -- the roles record every install under their group -----------------------------------------
+ROLE_GROUPS = {
+    "docker": "docker",
+    "nvidia_container": "container",
+    "nvidia_driver": "driver",
+    "nvidia_persistenced": "driver",
+}
+
+
+def package_tasks(role: str) -> list[dict]:
+    import yaml
+
+    roles = Path(__file__).resolve().parents[2] / "roles"
+    tasks = []
+    for path in sorted((roles / role / "tasks").glob("*.yml")):
+        for task in yaml.safe_load(path.read_text()) or []:
+            if "gpu_install.nvidia.packages" in task:
+                tasks.append({"file": path.name, "name": task["name"], **task})
+    return tasks
+
+
+@pytest.mark.parametrize("role", sorted(ROLE_GROUPS))
+def test_every_install_a_role_makes_is_recorded_under_the_roles_group(role):
+    installs = [
+        t
+        for t in package_tasks(role)
+        if t["gpu_install.nvidia.packages"].get("state", "present") == "present"
+        and t.get("check_mode") is not True
+        and not t["gpu_install.nvidia.packages"].get("probe")
+    ]
+    assert installs, role
+    for task in installs:
+        assert task["gpu_install.nvidia.packages"].get("record") == ROLE_GROUPS[role], (task["file"], task["name"])
+
+
+def test_no_other_role_installs_packages_unrecorded():
+    roles = Path(__file__).resolve().parents[2] / "roles"
+    others = sorted(p.name for p in roles.iterdir() if p.is_dir() and p.name not in ROLE_GROUPS)
+    assert others and all(not package_tasks(role) for role in others), others
