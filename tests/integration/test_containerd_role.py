@@ -58,6 +58,10 @@ IMAGE = "docker.io/local/tiny:latest"
 # the restart with the new configuration fails and the old one comes back.
 FAIL_UNIT = "/etc/systemd/system/containerd.service.d/gpuit-fail-with-gpu-install-drop-in.conf"
 FAIL_UNIT_TEXT = f"[Service]\nExecStartPre=/bin/sh -c 'test ! -e {DROP_IN}'\n"
+# FIXTURE: the other way round, so that the restart after a removal fails and the configuration comes back.
+FAIL_ABSENT_UNIT = "/etc/systemd/system/containerd.service.d/gpuit-fail-without-gpu-install-drop-in.conf"
+FAIL_ABSENT_UNIT_TEXT = f"[Service]\nExecStartPre=/bin/sh -c 'test -e {DROP_IN}'\n"
+RECORD = "/var/lib/gpu-install/containerd.json"
 
 TOOLKIT_DEBS = "/layer/libnvidia-container1_1.20.0-1_amd64.deb /layer/libnvidia-container-tools_1.20.0-1_amd64.deb \
 /layer/nvidia-container-toolkit-base_1.20.0-1_amd64.deb /layer/nvidia-container-toolkit_1.20.0-1_amd64.deb"
@@ -311,11 +315,13 @@ def node(prepared: Node) -> Node:
     """The shared host as its user left it: their config.toml, no drop-in, no backups, containerd running it."""
     host, flavour = prepared.host, prepared.flavour
     stale = host.run(
-        ["sh", "-c", f"test -e {FAIL_UNIT} || find /etc/containerd -mindepth 1 ! -name config.toml | grep -q ."],
+        ["sh", "-c", f"rm -f {RECORD}; test -e {FAIL_UNIT} || test -e {FAIL_ABSENT_UNIT} || "
+         "find /etc/containerd -mindepth 1 ! -name config.toml | grep -q ."],
         check=False,
     ).returncode == 0 or host.get(CONFIG) != flavour.config  # fmt: skip
     if stale:
-        host.run(["sh", "-c", f"rm -f {FAIL_UNIT}; find /etc/containerd -mindepth 1 ! -name config.toml -delete"])
+        host.run(["sh", "-c", f"rm -f {FAIL_UNIT} {FAIL_ABSENT_UNIT}; "
+                  "find /etc/containerd -mindepth 1 ! -name config.toml -delete"])  # fmt: skip
         host.put(CONFIG, flavour.config)
         host.run(["systemctl", "daemon-reload"])
         host.run(["systemctl", "reset-failed", "containerd"], check=False)
@@ -534,3 +540,86 @@ def test_apply_with_engines_auto_configures_containerd_and_installs_no_docker_on
     assert main_pid(host) == pid
     runtimes = flavour.cri(dump(host))["containerd"]["runtimes"]
     assert runtimes["nvidia"]["options"]["BinaryName"] == RUNTIME and flavour.other_runtime in runtimes
+
+
+# --- removal (state: absent), on the same hosts ------------------------------------------------------------------
+
+def containerd_absent(host: Host, check: bool = False, state: str = "absent") -> dict[str, Any]:
+    """The module (state: absent unless told), run on the host as Ansible runs it (an args file in, one JSON object
+    out)."""
+    args = {"ANSIBLE_MODULE_ARGS": {"state": state, "_ansible_check_mode": check}}
+    host.put("/root/absent-args.json", json.dumps(args).encode())
+    script = (
+        "from gpu_install.collection import collection_dir, collections_path; import os, subprocess, sys; "
+        "env = dict(os.environ, PYTHONPATH=str(collections_path())); "
+        "module = collection_dir() / 'plugins' / 'modules' / 'containerd_config.py'; "
+        "sys.exit(subprocess.run([sys.executable, str(module), '/root/absent-args.json'], env=env).returncode)"
+    )
+    proc = host.run([f"{roles.VENV}/bin/python", "-c", script], check=False)
+    return dict(json.loads(proc.stdout))
+
+
+def test_absent_gives_back_the_users_config_toml_restarts_containerd_and_changes_nothing_again(node):
+    host, flavour = node.host, node.flavour
+    rc, _recap, out = converge(host, containerd_default_runtime=True)
+    assert rc == 0, out
+    assert json.loads(host.get(RECORD))["files"][CONFIG]["import_added"] == "/etc/containerd/conf.d/*.toml"
+    listing, pid = etc_listing(host), main_pid(host)
+
+    plan = containerd_absent(host, check=True)
+    assert plan["changed"] is True and etc_listing(host) == listing and main_pid(host) == pid
+    assert [(i["kind"], i["target"], i["action"]) for i in plan["items"]] == [
+        ("setting", f"{CONFIG} imports", "edit"), ("file", DROP_IN, "remove"),
+        ("file", "/etc/containerd/conf.d", "remove"), ("setting", "containerd", "restart")]  # fmt: skip
+
+    done = containerd_absent(host)
+    assert done["changed"] is True and done["restarted"] is True, done
+    assert [(i["kind"], i["target"], i["action"]) for i in done["items"]] == [
+        (i["kind"], i["target"], i["action"]) for i in plan["items"]
+    ]
+    assert host.get(CONFIG) == flavour.config  # byte for byte the user's
+    left = host.run(["ls", "-A", "/etc/containerd"]).stdout.split()
+    assert "conf.d" not in left and done["backup_file"].rsplit("/", 1)[1] in left, left
+    assert host.run(["test", "-e", RECORD], check=False).returncode != 0
+    assert main_pid(host) != pid
+    wait_active(host)
+    cri = flavour.cri(dump(host))
+    assert "nvidia" not in cri["containerd"]["runtimes"] and flavour.other_runtime in cri["containerd"]["runtimes"]
+    assert cri["containerd"]["default_runtime_name"] == "runc"
+    assert host.run(["ctr", "run", "--rm", IMAGE, "after-removal", "/bin/sh", "-c", "echo ok"]).stdout.strip() == "ok"
+
+    listing, pid = etc_listing(host), main_pid(host)
+    again = containerd_absent(host)
+    assert again["changed"] is False and again["items"] == [] and again["restarted"] is False, again
+    assert etc_listing(host) == listing and main_pid(host) == pid
+
+
+@pytest.mark.parametrize("prepared", ["containerd-1.7"], indirect=True)
+def test_absent_rolls_back_when_containerd_fails_and_finishes_a_removal_killed_before_its_restart(node):
+    host, flavour = node.host, node.flavour
+    assert containerd_absent(host, state="present")["restarted"] is True
+    applied = {path: host.get(path) for path in (CONFIG, DROP_IN, RECORD)}
+    files = host.run(["ls", "-A", "/etc/containerd"]).stdout
+
+    # containerd does not start without the drop-in: both files and the record back, containerd running them.
+    host.put(FAIL_ABSENT_UNIT, FAIL_ABSENT_UNIT_TEXT.encode())
+    host.run(["systemctl", "daemon-reload"])
+    failed = containerd_absent(host)
+    assert failed["failed"] is True and failed["gpu_install_error"]["code"] == 7, failed
+    assert failed["gpu_install_error"]["reason"].startswith("containerd did not come back"), failed
+    assert {path: host.get(path) for path in applied} == applied
+    assert host.run(["ls", "-A", "/etc/containerd"]).stdout == files  # this run's backup gone too
+    assert host.run(["systemctl", "is-active", "containerd"], check=False).stdout.strip() == "active"
+    wait_active(host)
+    host.run(["sh", "-c", f"rm -f {FAIL_ABSENT_UNIT}; systemctl daemon-reload"])
+
+    # A removal killed after taking the files back and before the restart: the record is still there, containerd
+    # still runs NVIDIA's runtime. The next removal restarts it and drops the record.
+    time.sleep(1.5)
+    host.run(["sh", "-c", f"rm -r /etc/containerd/conf.d && cat > {CONFIG}"], input=flavour.config.decode())
+    pid = main_pid(host)
+    finished = containerd_absent(host)
+    assert finished["changed"] is True and finished["restarted"] is True, finished
+    assert [(i["target"], i["action"]) for i in finished["items"]] == [("containerd", "restart")]
+    assert main_pid(host) != pid and host.run(["test", "-e", RECORD], check=False).returncode != 0
+    assert containerd_absent(host)["changed"] is False
