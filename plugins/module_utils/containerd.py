@@ -1518,7 +1518,7 @@ def _removal_pending(r: Removal, run: Runner) -> bool:
 
 def _restart_wanted(r: Removal, restart: bool, run: Runner) -> Tuple[bool, bool]:
     """(restart containerd, only because a killed removal left it pending)."""
-    if not restart or unit_active(run) is not True:
+    if not restart or not (r.changed or r.record) or unit_active(run) is not True:
         return False, False
     if r.changed:
         return True, False
