@@ -11,13 +11,13 @@ module: removal
 short_description: Plan and take back what gpu-install did to a host
 version_added: 0.2.0
 description:
-  - The remove playbook's (C(gpu_install.nvidia.remove)) own steps. Removal is never a setting: only that
+  - The remove playbook's (C(gpu_install.nvidia.remove)) own steps. Removal is never a setting; only that
     playbook calls this module with O(step=take_back).
   - O(step=plan) lists every file, setting, package, unit, key, repository, hold and record gpu-install would take
     back, found on the host (a file only when it is gpu-install's, a package only when gpu-install's package
     record names it and it is installed), what stays and why (Docker, a package a user's package depends on, the
     driver without O(driver)), and Docker's running containers under NVIDIA's runtime. Those refuse the removal
-    (C(gpu_install_error) code 6, naming them): Docker needs NVIDIA's runtime to stop them. It changes nothing.
+    (C(gpu_install_error) code 6, naming them); Docker needs NVIDIA's runtime to stop them. It changes nothing.
   - O(step=take_back) takes back the plan's units, packages, files, keys, repositories, holds and gpu-install's
     state directory (last, so that a removal killed at any point is finished by the next one). daemon.json and
     containerd's files are their modules' (C(docker_daemon_json), C(containerd_config), O(state=absent)), run by
