@@ -316,9 +316,9 @@ def plan(opts: Options, manager: str, run: Runner = _run) -> Dict[str, Any]:
     """
     installed = pkgmgr.installed_versions()
     dockers = docker_installed(installed)
-    engine_items, restart = _engine_items(opts)
     remove, kept = pkgrecord.removal_set(["container", "driver"] if opts.driver else ["container"], manager,
                                          state_dir=opts.state_dir)  # fmt: skip
+    engine_items, restart = _engine_items(opts, kept)
     toolkit_goes = bool(set(remove) & set(TOOLKIT_PACKAGES))
     items = engine_items + _unit_items(opts, toolkit_goes)
     items += [item("package", name, "purge", f"version {remove[name]}") for name in sorted(remove)]
@@ -342,13 +342,15 @@ def plan(opts: Options, manager: str, run: Runner = _run) -> Dict[str, Any]:
             "restart_needed": ["docker"] if restart else []}  # fmt: skip
 
 
-def _engine_items(opts: Options) -> Tuple[List[Item], bool]:
+def _engine_items(opts: Options, kept: List[Dict[str, str]]) -> Tuple[List[Item], bool]:
     """daemon.json's and containerd's items, and whether dockerd must restart (else reload) for them."""
     items, restart = _daemon_json_items(opts)
     if (items and _dockerd_answers()) or _dockerd_live_without_file(opts):
         detail = "running containers stop" if restart else "SIGHUP: running containers keep running"
         items.append(item("setting", "dockerd", "restart" if restart else "reload", detail))
-    return items + _containerd_items(opts), restart
+    containerd_items, containerd_kept = _containerd_plan(opts)
+    kept += containerd_kept
+    return items + containerd_items, restart
 
 
 def _unit_items(opts: Options, toolkit_goes: bool) -> List[Item]:
@@ -406,13 +408,12 @@ def _dockerd_live_without_file(opts: Options) -> bool:
     return not named and _dockerd_live(opts.runtime_name)
 
 
-def _containerd_items(opts: Options) -> List[Item]:
+def _containerd_plan(opts: Options) -> Tuple[List[Item], List[Dict[str, str]]]:
+    """containerd's drop-in, the imports line and its restart (the containerd_config module takes them back)."""
     from ansible_collections.gpu_install.nvidia.plugins.module_utils import containerd
 
-    finder = getattr(containerd, "removal_items", None)
-    if finder is None:
-        return []
-    return list(finder(opts.containerd_config_path, opts.containerd_drop_in, opts.state_dir))
+    items, kept = containerd.removal_plan(opts.containerd_config_path, opts.containerd_drop_in, opts.state_dir)
+    return list(items), list(kept)
 
 
 def _edited(path: str, recorded: Dict[str, str], detail: str) -> str:
