@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
+from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import write_atomic
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 DOCKER_PIDFILE = "/var/run/docker.pid"
@@ -244,6 +245,31 @@ def restore(path: str, backup: Optional[str]) -> None:
         os.unlink(real)
 
 
+def _with_keys(path: str, keys: Dict[str, Any]) -> Optional[bytes]:
+    """Write ``keys`` into daemon.json over what it says now; returns the bytes it had (None: there was no file)."""
+    real = os.path.realpath(path)
+    try:
+        with open(real, "rb") as fh:
+            final: Optional[bytes] = fh.read()
+    except FileNotFoundError:
+        final = None
+    doc = json.loads(final.decode("utf-8")) if final else {}
+    doc.update(keys)
+    st = os.stat(real) if final is not None else None
+    write_atomic(real, (json.dumps(doc, indent=2) + "\n").encode(), st.st_mode & 0o7777 if st else 0o644,
+                 st.st_uid if st else 0, st.st_gid if st else 0, like=real if st else None)  # fmt: skip
+    return final
+
+
+def _put_back(path: str, final: Optional[bytes]) -> None:
+    real = os.path.realpath(path)
+    if final is None:
+        os.unlink(real)
+    else:
+        st = os.stat(real)
+        write_atomic(real, final, st.st_mode & 0o7777, st.st_uid, st.st_gid, like=real)
+
+
 def apply(
     action: str,
     service: str,
@@ -254,14 +280,26 @@ def apply(
     default: Optional[str],
     cdi: Optional[bool],
     timeout: float,
+    reload_keys: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Reload or restart, wait for dockerd to show the new configuration; roll back on failure (exit 7)."""
+    """Reload or restart, wait for dockerd to show the new configuration; roll back on failure (exit 7).
+
+    ``reload_keys``: keys a reload must set although the file leaves them out. dockerd's reload applies only what
+    the file sets, so a key that went (gpu-install's default-runtime, on removal) would keep its old value in the
+    running daemon; the file says them for the reload (their values as dockerd's defaults), then gets its own
+    bytes back, and the running daemon is as a restart would leave it, its containers still running."""
     started = time.time()
+    final: Optional[bytes] = None
+    bridged = bool(reload_keys) and action == "reload"
+    if bridged:
+        final = _with_keys(path, dict(reload_keys or {}))
     ok, output = signal_or_restart(action, service, flavour)
     came_back = False
     info = None
     if ok:
         came_back, info = wait_ready(runtime, default, cdi, timeout)
+    if bridged:
+        _put_back(path, final)
     if came_back:
         return {"action": action, "default_runtime": (info or {}).get("DefaultRuntime")}
     last = output.strip().splitlines()

@@ -280,7 +280,9 @@ def _daemon_json_items(opts: Options) -> Tuple[List[Item], bool]:
              "" if value is None else f"back to {json.dumps(value)}")
         for key, value in _changes(p.before, p.after)
     ]  # fmt: skip
-    restart = daemon_json.needs(p.before, p.after)[1]
+    # Keys that go entirely are reloaded through reload_keys (docker_service), so only a key a reload cannot
+    # apply (features) restarts dockerd.
+    restart = any(k not in daemon_json.RELOADABLE for k in daemon_json.changed_keys(p.before, p.after))
     return out, restart
 
 
@@ -294,6 +296,21 @@ def _changes(before: Any, after: Any, prefix: str = "") -> List[Tuple[str, Any]]
         else:
             out.append((path, daemon_json.to_plain(after[key]) if key in after else None))
     return out
+
+
+# dockerd's values for the keys gpu-install sets when daemon.json leaves them out (dockerd reference:
+# --default-runtime "runc"; no runtimes besides the built-in ones), said explicitly for the removal's reload.
+DOCKERD_DEFAULTS: Dict[str, Any] = {"default-runtime": "runc", "runtimes": {}}
+
+
+def reload_keys(opts: Options) -> Dict[str, Any]:
+    """What daemon.json must say for the removal's reload: its own values of those keys, else dockerd's defaults."""
+    try:
+        options = daemon_json.Options(runtime_name=opts.runtime_name, state="absent")
+        after = daemon_json.plan(opts.docker_config_path, options, opts.state_dir).after
+    except daemon_json.DaemonJsonError:
+        after = {}
+    return {k: daemon_json.to_plain(after.get(k, v)) for k, v in DOCKERD_DEFAULTS.items()}
 
 
 def _dockerd_answers() -> bool:
@@ -331,7 +348,9 @@ def plan(opts: Options, manager: str, run: Runner = _run) -> Dict[str, Any]:
         item("file", backup, "move", f"gpu-install's backup, kept in {BACKUP_ROOT}")
         for backup in _backups_beside([opts.docker_config_path, opts.containerd_config_path])
     ]
-    if os.path.isdir(opts.state_dir) and os.listdir(opts.state_dir):
+    stays = state_kept(opts, installed, manager)
+    kept += [{"target": path, "why": "the driver's record, for remove --driver"} for path in stays]
+    if os.path.isdir(opts.state_dir) and set(_entries(opts.state_dir)) - set(stays):
         items.append(item("state", opts.state_dir, "remove", "gpu-install's records and receipt"))
     if dockers:
         kept.append({"target": ", ".join(dockers), "why": "Docker stays, with its containers and images"})
@@ -339,7 +358,7 @@ def plan(opts: Options, manager: str, run: Runner = _run) -> Dict[str, Any]:
         kept.append({"target": "the NVIDIA driver", "why": "remove --driver takes it back"})
     containers = nvidia_containers(opts.runtime_name, run) if toolkit_goes or engine_items else []
     return {"items": _unique(items), "kept": kept, "blocking_containers": containers,
-            "restart_needed": ["docker"] if restart else []}  # fmt: skip
+            "restart_needed": ["docker"] if restart else [], "dockerd_reload_keys": reload_keys(opts)}  # fmt: skip
 
 
 def _engine_items(opts: Options, kept: List[Dict[str, str]]) -> Tuple[List[Item], bool]:
@@ -380,6 +399,28 @@ def _file_items(opts: Options, manager: str, docker_stays: bool, kept: List[Dict
             continue
         kind = "file" if owned.kind == "unit" else owned.kind
         out.append(item(kind, owned.path, "remove", _edited(owned.path, recorded, owned.detail)))
+    return out
+
+
+def _entries(directory: str) -> List[str]:
+    try:
+        return [os.path.join(directory, n) for n in os.listdir(directory)]
+    except OSError:
+        return []
+
+
+def state_kept(opts: Options, installed: Dict[str, str], manager: str) -> List[str]:
+    """gpu-install's records that stay while the driver does (a later remove --driver needs them): the package
+    record while it names installed driver packages, and the record of the runfile gpu-install ran."""
+    if opts.driver:
+        return []
+    out = []
+    packages = pkgrecord.recorded(opts.state_dir, manager)
+    if any(i.get("group") == "driver" and n in installed for n, i in packages.items()):
+        out.append(pkgrecord.record_path(opts.state_dir))
+    runfile = os.path.join(opts.state_dir, os.path.basename(driver.RUNFILE_STATE))
+    if os.path.isfile(runfile):
+        out.append(runfile)
     return out
 
 

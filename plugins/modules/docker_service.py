@@ -60,6 +60,13 @@ options:
     description: Seconds to wait for dockerd.
     type: int
     default: 60
+  reload_keys:
+    description:
+      - With O(action=reload), keys daemon.json says for the reload only (for example C(default-runtime) as
+        C(runc) once gpu-install's is taken out). dockerd's reload applies only what the file sets, so a key that
+        went would keep its old value in the running daemon; the file gets its own bytes back after the reload.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -107,6 +114,7 @@ def main() -> None:
             "default_runtime": {"type": "str"},
             "cdi": {"type": "bool", "default": False},
             "timeout": {"type": "int", "default": 60},
+            "reload_keys": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )
@@ -141,6 +149,7 @@ def main() -> None:
             p["default_runtime"],
             p["cdi"],
             p["timeout"],
+            p["reload_keys"],
         )
     except docker_service.ServiceError as exc:
         module.fail_json(msg=exc.reason, conflicts=[], gpu_install_error=errors.error_record(exc.code, exc.reason))

@@ -104,6 +104,10 @@ restart_needed:
   returned: always
   type: list
   elements: str
+dockerd_reload_keys:
+  description: What daemon.json says for the removal's reload of dockerd only (docker_service O(reload_keys)).
+  returned: always
+  type: dict
 step:
   description: The step that ran.
   returned: always
@@ -131,7 +135,7 @@ def main() -> None:
     )
     p = module.params
     result = {"changed": False, "step": p["step"], "items": [], "kept": [], "blocking_containers": [],
-              "restart_needed": []}  # fmt: skip
+              "restart_needed": [], "dockerd_reload_keys": {}}  # fmt: skip
     manager = pkgmgr.manager(gpu_detect.detect(None))
     if p["step"] == "record_files":
         if not module.check_mode:
@@ -147,7 +151,7 @@ def main() -> None:
     try:
         now = removal.plan(opts, manager)
         result.update(kept=now["kept"], blocking_containers=now["blocking_containers"],
-                      restart_needed=now["restart_needed"])  # fmt: skip
+                      restart_needed=now["restart_needed"], dockerd_reload_keys=now["dockerd_reload_keys"])  # fmt: skip
         if now["blocking_containers"]:
             raise removal.RemovalError(errors.BUSY, removal.refusal(now["blocking_containers"]))
         if p["step"] == "plan":
@@ -156,7 +160,9 @@ def main() -> None:
         if module.check_mode:
             result.update(items=now["items"], changed=bool(now["items"]))
             module.exit_json(**result)
-        keep = driver.REMOVAL_KEEP if p["driver"] else ()
+        # The driver's last steps still need their markers; while the driver stays, so do its records.
+        keep = list(driver.REMOVAL_KEEP if p["driver"] else ())
+        keep += [k["target"] for k in now["kept"] if k["target"].startswith(p["state_dir"] + "/")]
         removal.take_back(now["items"], manager, p["lock_timeout"], p["state_dir"], keep=keep)
         after = removal.plan(opts, manager)["items"]
     except errors.Failure as exc:
