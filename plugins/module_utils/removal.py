@@ -57,12 +57,18 @@ TOOLKIT_UNITS = ("nvidia-cdi-refresh.path", "nvidia-cdi-refresh.service")
 # the nvidia_container role's __nvidia_container_toolkit_packages).
 TOOLKIT_PACKAGES = pkgrecord.TOOLKIT_PACKAGES
 # Directories gpu-install may have created for its files; each goes when empty and no package owns it.
+# Children before parents.
 CREATED_DIRS = (
     "/etc/udev/rules.d",
+    "/etc/udev",
     "/etc/cdi",
     "/etc/apt/keyrings",
     os.path.dirname(persistenced.DROPIN),
+    "/etc/nvidia-container-runtime",
 )
+# Written by nvidia-container-toolkit-base's postinst (`nvidia-ctk config --in-place`), and left behind by its purge
+# (NVIDIA's packaging/debian/nvidia-container-toolkit-base.postinst; no postrm removes it): it goes with the package.
+TOOLKIT_CONFIG = "/etc/nvidia-container-runtime/config.toml"
 
 
 class RemovalError(errors.Failure):
@@ -341,6 +347,9 @@ def plan(opts: Options, manager: str, run: Runner = _run) -> Dict[str, Any]:
     items += [item("package", name, "purge", f"version {remove[name]}") for name in sorted(remove)]
     if toolkit_goes and os.path.exists(container_mode.TOOLKIT_SPEC):
         items.append(item("file", container_mode.TOOLKIT_SPEC, "remove", "the toolkit's CDI spec"))
+    if "nvidia-container-toolkit-base" in remove and os.path.isfile(TOOLKIT_CONFIG):
+        detail = f"the toolkit's postinst wrote it and its purge leaves it; backed up to {BACKUP_ROOT}"
+        items.append(item("file", TOOLKIT_CONFIG, "remove", detail))
     items += _file_items(opts, manager, bool(dockers), kept)
     driver_items = driver.removal_items(driver.removal_probes(manager))
     items += [e for e in driver_items if opts.driver or e["kind"] == "hold"]
