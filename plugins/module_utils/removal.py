@@ -279,16 +279,16 @@ def _daemon_json_items(opts: Options) -> Tuple[List[Item], bool]:
     if not p.changed:
         return [], False
     target = p.path
+    # Keys that go entirely are reloaded through reload_keys (docker_service), so only a key a reload cannot
+    # apply (features) restarts dockerd.
+    restart = any(k not in daemon_json.RELOADABLE for k in daemon_json.changed_keys(p.before, p.after))
     if p.exists and not p.after_text:
-        return [item("file", target, "remove", "gpu-install created it; nothing else is in it")], False
+        return [item("file", target, "remove", "gpu-install created it; nothing else is in it")], restart
     out = [
         item("setting", f"{target} {key}", "remove" if value is None else "restore",
              "" if value is None else f"back to {json.dumps(value)}")
         for key, value in _changes(p.before, p.after)
     ]  # fmt: skip
-    # Keys that go entirely are reloaded through reload_keys (docker_service), so only a key a reload cannot
-    # apply (features) restarts dockerd.
-    restart = any(k not in daemon_json.RELOADABLE for k in daemon_json.changed_keys(p.before, p.after))
     return out, restart
 
 
