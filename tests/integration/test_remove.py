@@ -284,6 +284,7 @@ def test_cdi_mode_remove_gives_back_the_host_and_says_dockerd_restarts_for_featu
     assert_plan_is_what_changed(plan, applied, after, package_files)
     docker = json.loads(host.run(["docker", "info", "--format", "{{json .}}"]).stdout)
     assert docker["DefaultRuntime"] == "runc" and "nvidia" not in docker["Runtimes"], docker["Runtimes"]
+    assert not docker.get("CDISpecDirs"), docker.get("CDISpecDirs")  # dockerd restarted without features.cdi
     assert_second_remove_changes_nothing(host)
 
 
