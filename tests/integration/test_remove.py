@@ -237,6 +237,11 @@ def test_runtime_mode_remove_gives_back_the_host_as_before_apply_keeping_the_use
         applied = snapshot(host)
         plan = check_plan(host)
         assert plan, "the plan of an applied host is empty"
+        # The plan as a person reads it: every item's line, and what stays names the user's package.
+        printed = host.run(["gpu-install", "remove", "--check"], env={"COLUMNS": "500"}).stdout
+        for item in plan:
+            assert f"  - {line(item)}" in printed.splitlines(), (line(item), printed)
+        assert any(USER_DEPENDENCY in row and USER_PACKAGE in row for row in printed.splitlines()), printed
         planned_packages = [i["target"] for i in plan if i["kind"] == "package"]
         assert USER_DEPENDENCY not in planned_packages, lines(plan)
         assert "docker.io" not in planned_packages, lines(plan)
