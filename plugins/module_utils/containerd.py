@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime
 import fnmatch
 import hashlib
-import json
 import math
 import os
 import re
@@ -35,7 +34,7 @@ import subprocess
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, gpu_detect
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, fileio, gpu_detect
 from ansible_collections.gpu_install.nvidia.plugins.module_utils.daemon_json import FIX_IT, backup_name
 from ansible_collections.gpu_install.nvidia.plugins.module_utils.docker_service import systemd_running
 from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import (
@@ -1333,38 +1332,15 @@ def _sha256(data: bytes) -> str:
 
 def load_record(state_dir: str, config_path: str) -> Dict[str, Any]:
     """The record's entry for config.toml (its realpath); {} when there is none or the record is unreadable."""
-    try:
-        with open(os.path.join(state_dir, RECORD_NAME), encoding="utf-8") as fh:
-            data = json.load(fh)
-        entry = data.get("files", {}).get(config_path, {})
-        return entry if isinstance(entry, dict) else {}
-    except (OSError, ValueError, AttributeError):
-        return {}
+    return fileio.load_file_record(state_dir, RECORD_NAME, config_path)
 
 
 def save_record(state_dir: str, config_path: str, entry: Dict[str, Any]) -> None:
     """Write config.toml's entry ({} drops it; a record left without entries is removed), atomically."""
-    path = os.path.join(state_dir, RECORD_NAME)
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-        if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
-            raise ValueError
-    except (OSError, ValueError):
-        data = {"schema": 1, "files": {}}
-    if entry:
-        data["files"][config_path] = entry
-    else:
-        data["files"].pop(config_path, None)
-    try:
-        if not data["files"]:
-            if os.path.lexists(path):
-                os.unlink(path)
-            return
-        os.makedirs(state_dir, mode=0o755, exist_ok=True)
-        text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-        write_atomic(path, text.encode("utf-8"), 0o644, os.geteuid(), os.getegid())
+        fileio.save_file_record(state_dir, RECORD_NAME, config_path, entry, drop_empty=True)
     except OSError as exc:
+        path = os.path.join(state_dir, RECORD_NAME)
         raise ContainerdError(
             errors.HOST_ERROR,
             f"Could not write {path}: [Errno {exc.errno}] {exc.strerror or exc}; containerd's files are unchanged.",

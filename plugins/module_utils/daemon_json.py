@@ -31,7 +31,7 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors
+from ansible_collections.gpu_install.nvidia.plugins.module_utils import errors, fileio
 from ansible_collections.gpu_install.nvidia.plugins.module_utils.fileio import decode_utf8, line_col, write_atomic
 
 DEFAULT_PATH = "/etc/docker/daemon.json"
@@ -788,31 +788,11 @@ def backup_name(target: str, now: Optional[float] = None) -> str:
 
 
 def load_record(state_dir: str, target: str) -> Dict[str, Any]:
-    try:
-        with open(os.path.join(state_dir, STATE_FILE), encoding="utf-8") as fh:
-            data = json.load(fh)
-        entry = data.get("files", {}).get(target, {})
-        return entry if isinstance(entry, dict) else {}
-    except (OSError, ValueError, AttributeError):
-        return {}
+    return fileio.load_file_record(state_dir, STATE_FILE, target)
 
 
 def save_record(state_dir: str, target: str, record: Dict[str, Any]) -> None:
-    path = os.path.join(state_dir, STATE_FILE)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-        if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
-            raise ValueError
-    except (OSError, ValueError):
-        data = {"schema": 1, "files": {}}
-    if record:
-        data["files"][target] = record
-    else:
-        data["files"].pop(target, None)
-    os.makedirs(state_dir, mode=0o755, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    write_atomic(path, text.encode("utf-8"), 0o644, os.geteuid(), os.getegid())
+    fileio.save_file_record(state_dir, STATE_FILE, target, record)
 
 
 # ---------------------------------------------------------------------------

@@ -13,9 +13,10 @@ Reading: ``decode_utf8`` gives a file's text or refuses bytes that are not UTF-8
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 TEMP_SUFFIX = ".gpu-install.tmp"
 
@@ -123,3 +124,39 @@ def write_atomic(
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def load_file_record(state_dir: str, name: str, target: str) -> Dict[str, Any]:
+    """``target``'s entry in the record ``state_dir/name`` (``{"schema": 1, "files": {target: entry}}``); {} when
+    there is none, or the record is unreadable."""
+    try:
+        with open(os.path.join(state_dir, name), encoding="utf-8") as fh:
+            data = json.load(fh)
+        entry = data.get("files", {}).get(target, {})
+        return entry if isinstance(entry, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def save_file_record(state_dir: str, name: str, target: str, entry: Dict[str, Any], drop_empty: bool = False) -> None:
+    """Set (or, with an empty ``entry``, drop) ``target``'s entry, atomically; ``drop_empty``: a record left with no
+    entries is removed.  Raises OSError."""
+    path = os.path.join(state_dir, name)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+            raise ValueError
+    except (OSError, ValueError):
+        data = {"schema": 1, "files": {}}
+    if entry:
+        data["files"][target] = entry
+    else:
+        data["files"].pop(target, None)
+    if drop_empty and not data["files"]:
+        if os.path.lexists(path):
+            os.unlink(path)
+        return
+    os.makedirs(state_dir, mode=0o755, exist_ok=True)
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    write_atomic(path, text.encode("utf-8"), 0o644, os.geteuid(), os.getegid())
