@@ -3,7 +3,9 @@
 Every test starts from a host that runs Docker (Debian's docker.io, installed in a prepared layer, ``LAYER``)
 and takes a snapshot (tests/fixtures/snapshot.py: installed packages, every path under /etc, unit file states,
 the daemons' activity, /var/lib/gpu-install) before apply. After remove the snapshot must be the same, except
-what the test's user changed on purpose in between, which stays.
+what the test's user changed on purpose in between, which stays (a daemon.json key, a package of their own that
+depends on one apply installed; a rule of gpu-install's they edited goes from /etc, backed up under
+/var/backups/gpu-install first).
 
 FIXTURE: tests/fixtures/mirror.py stands in for NVIDIA's container toolkit repository (unreachable from here),
 signed with a key made by the test and reached through gpu_install_repositories, as a user's mirror is; the
@@ -35,8 +37,10 @@ from fixtures.snapshot import diff, render, snapshot, without  # noqa: E402
 # its recommends (trixie's docker client, docker-cli, is one), as test_docker_role.install_docker_io installs it.
 LAYER = "apt-get update -q\nDEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io\n"
 DAEMON_JSON = "/etc/docker/daemon.json"
-BACKUP_SUFFIX = ".gpu-install.bak"  # plugins/module_utils/daemon_json.py BACKUP_SUFFIX
 USER_KEY = {"log-level": "warn"}  # a key the user adds to daemon.json after apply
+UDEV_RULE = "/etc/udev/rules.d/71-nvidia-dev-char.rules"  # written by apply in runtime mode
+USER_LINE = "# site: the monitoring agent reads these links"  # the user's edit of that rule
+BACKUPS = "/var/backups/gpu-install"
 USER_PACKAGE = "site-gpu-agent"
 USER_DEPENDENCY = "libnvidia-container1"  # what the user's package depends on, installed by apply
 # Kinds whose target is a path on the host (a `setting` target is "PATH KEY").
@@ -134,13 +138,6 @@ def assert_second_remove_changes_nothing(host: Host) -> None:
     assert not (d := diff(before, snapshot(host))), "a second remove changed the host:\n" + render(d)
 
 
-def backups_named(done: list[dict[str, str]], d: dict[str, Any]) -> list[str]:
-    """Backups (*.gpu-install.bak) the diff shows as added that a done item's detail names (kept on purpose)."""
-    added = d.get("files", {}).get("added", {})
-    details = " ".join(item["detail"] for item in done)
-    return [path for path in added if path.endswith(BACKUP_SUFFIX) and path in details]
-
-
 def owned_files(host: Host, packages: list[str]) -> set[str]:
     """The paths dpkg lists for the packages (their files and conffiles), read before they go."""
     if not packages:
@@ -231,6 +228,7 @@ def test_runtime_mode_remove_gives_back_the_host_as_before_apply_keeping_the_use
         # The user's changes after apply: a daemon.json key, and a package depending on one apply installed.
         user_daemon_key(host)
         user_package(host, USER_DEPENDENCY)
+        host.put(UDEV_RULE, host.get(UDEV_RULE) + f"{USER_LINE}\n".encode())
         runc = start_container(host, "runc-job", "--runtime", "runc")
         assert runc.startswith("true ") and runc.endswith(" runc"), runc
 
@@ -248,6 +246,11 @@ def test_runtime_mode_remove_gives_back_the_host_as_before_apply_keeping_the_use
         package_files = owned_files(host, planned_packages)
 
         result = run_remove(host, plan)
+        # The rule the user edited goes from /etc (it is gpu-install's), backed up first with the user's line.
+        (rule,) = [i for i in plan if i["target"] == UDEV_RULE]
+        assert "edited after apply" in rule["detail"] and BACKUPS in rule["detail"], rule
+        saved = host.run(["grep", "-rlF", "--", USER_LINE, BACKUPS], check=False).stdout.split()
+        assert saved, f"no backup of the edited {UDEV_RULE} under {BACKUPS}"
         kept = result["removal"]["kept"]
         assert any(k["target"] == USER_DEPENDENCY and USER_PACKAGE in k["why"] for k in kept), kept
         assert started(host, "runc-job") == runc, "the runc container did not keep running through remove"
@@ -256,7 +259,7 @@ def test_runtime_mode_remove_gives_back_the_host_as_before_apply_keeping_the_use
         assert json.loads(host.get(DAEMON_JSON)) == USER_KEY
         d = diff(before, after)
         d = without(d, "packages", "added", USER_PACKAGE, USER_DEPENDENCY)
-        d = without(d, "files", "added", DAEMON_JSON, *backups_named(result["removal"]["done"], d))
+        d = without(d, "files", "added", DAEMON_JSON)
         assert not d, "remove left the host unlike before apply:\n" + render(d)
         assert_plan_is_what_changed(plan, applied, after, package_files)
 
@@ -282,10 +285,9 @@ def test_cdi_mode_remove_gives_back_the_host_and_says_dockerd_restarts_for_featu
     assert restarts and "docker" in restarts[0]["target"], lines(plan)
     package_files = owned_files(host, [i["target"] for i in plan if i["kind"] == "package"])
 
-    result = run_remove(host, plan)
+    run_remove(host, plan)
     after = snapshot(host)
-    d = without(diff(before, after), "files", "added", *backups_named(result["removal"]["done"], diff(before, after)))
-    assert not d, "remove left the host unlike before apply:\n" + render(d)
+    assert not (d := diff(before, after)), "remove left the host unlike before apply:\n" + render(d)
     assert_plan_is_what_changed(plan, applied, after, package_files)
     docker = json.loads(host.run(["docker", "info", "--format", "{{json .}}"]).stdout)
     assert docker["DefaultRuntime"] == "runc" and "nvidia" not in docker["Runtimes"], docker["Runtimes"]
