@@ -2,7 +2,9 @@
 
 The controller is this machine's ansible-playbook running the collection from the wheel under test; the hosts
 are real systemd Debian hosts reached as root over SSH (pipelining on, one fork per host). One host has a
-malformed /etc/docker/daemon.json on purpose, and one inventory entry is an address nobody answers on.
+malformed /etc/docker/daemon.json on purpose, and one inventory entry is an address nobody answers on. A second
+test runs the remove playbook (gpu_install.nvidia.remove) over SSH after the site playbook on two hosts that ran
+Docker before (test_remove.LAYER), and compares each with its snapshot from before apply (tests/fixtures/snapshot.py).
 
 FIXTURE: tests/fixtures/mirror.py stands in for NVIDIA's container toolkit repository (unreachable from here),
 signed with a key made by the test and reached through gpu_install_repositories, as a user's mirror is. There is
