@@ -172,6 +172,10 @@ def assert_plan_is_what_changed(
         return any(p.startswith(path + "/") for p in paths | package_files)
 
     unexplained = sorted(p for p in touched if not explained(p))
+    unit_changes = d.get("units", {})
+    unexplained += sorted(
+        f"unit {u}" for u in {*unit_changes.get("removed", {}), *unit_changes.get("changed", {})} if u not in unit_names
+    )
     assert not unexplained, f"changed or gone without a plan item: {unexplained}\nplan:\n{lines(plan)}"
     missing = sorted(
         p for p in paths if p not in touched and not p.startswith("/var/lib/gpu-install") and p.startswith("/etc")
