@@ -110,6 +110,23 @@ def load_report(directory: Path) -> dict:
     return data
 
 
+def write_inventory(path: Path, addresses: dict[str, str], ssh_key) -> None:
+    """A JSON inventory of the hosts (name -> address), reached as root over SSH with the test's key."""
+    ssh_args = " ".join(o for o in ssh_key.options() if o not in ("-i", str(ssh_key.private))) + " -o ConnectTimeout=5"
+    inventory = {
+        "all": {
+            "hosts": {name: {"ansible_host": address} for name, address in addresses.items()},
+            "vars": {
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(ssh_key.private),
+                "ansible_ssh_common_args": ssh_args,
+                "ansible_python_interpreter": "/usr/bin/python3",
+            },
+        }
+    }
+    path.write_text(json.dumps(inventory))
+
+
 def test_fleet_run_converges_the_healthy_hosts_reports_the_broken_and_unreachable_ones(
     host_factory, ssh_key, project_wheel, tmp_path
 ):
@@ -125,22 +142,8 @@ def test_fleet_run_converges_the_healthy_hosts_reports_the_broken_and_unreachabl
 
     gw = gateway(hosts[0])
     collections = collection_from_wheel(project_wheel, tmp_path / "wheel")
-    ssh_args = " ".join(o for o in ssh_key.options() if o not in ("-i", str(ssh_key.private))) + " -o ConnectTimeout=5"
-    inventory = {
-        "all": {
-            "hosts": {
-                **{name: {"ansible_host": host.ip} for name, host in zip(names, hosts, strict=True)},
-                "gone-1": {"ansible_host": nobody_answers(gw)},
-            },
-            "vars": {
-                "ansible_user": "root",
-                "ansible_ssh_private_key_file": str(ssh_key.private),
-                "ansible_ssh_common_args": ssh_args,
-                "ansible_python_interpreter": "/usr/bin/python3",
-            },
-        }
-    }
-    (tmp_path / "inventory.json").write_text(json.dumps(inventory))
+    addresses = {**{name: host.ip for name, host in zip(names, hosts, strict=True)}, "gone-1": nobody_answers(gw)}
+    write_inventory(tmp_path / "inventory.json", addresses, ssh_key)
     with Mirror(tmp_path / "mirror", addresses=("127.0.0.1", gw)) as mirror:
         settings = {
             "gpu_install_image_build": True,
@@ -240,19 +243,7 @@ def test_fleet_remove_playbook_takes_back_two_applied_hosts_and_reports_them_rem
 
     gw = gateway(hosts["bookworm-1"])
     collections = collection_from_wheel(project_wheel, tmp_path / "wheel")
-    ssh_args = " ".join(o for o in ssh_key.options() if o not in ("-i", str(ssh_key.private))) + " -o ConnectTimeout=5"
-    inventory = {
-        "all": {
-            "hosts": {name: {"ansible_host": host.ip} for name, host in hosts.items()},
-            "vars": {
-                "ansible_user": "root",
-                "ansible_ssh_private_key_file": str(ssh_key.private),
-                "ansible_ssh_common_args": ssh_args,
-                "ansible_python_interpreter": "/usr/bin/python3",
-            },
-        }
-    }
-    (tmp_path / "inventory.json").write_text(json.dumps(inventory))
+    write_inventory(tmp_path / "inventory.json", {name: host.ip for name, host in hosts.items()}, ssh_key)
     with Mirror(tmp_path / "mirror", addresses=("127.0.0.1", gw)) as mirror:
         settings = {
             "gpu_install_image_build": True,
