@@ -38,6 +38,10 @@ LAYER = (
     "apt-get update -q\n"
     "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends linux-image-amd64 docker.io\n"
 )
+# Debian's nvidia-persistenced adds the system account its daemon runs as (nvpd) and, as Debian's packages do,
+# leaves it when purged (files that account owned may outlive the package): the account files change by that only.
+ACCOUNT_FILES = tuple(f"/etc/{name}{tail}" for name in ("passwd", "group", "shadow", "gshadow") for tail in ("", "-"))
+DRIVER_ACCOUNT = "nvpd"
 # The operator's drain and undrain commands: each appends its word and the host gpu-install names.
 DRAIN_LOG = "/root/drain.log"
 SETTINGS_FILE = "/etc/gpu-install/config.yml"
@@ -65,6 +69,14 @@ def why(host: Host, result: dict) -> str:
     return f"{error}\n{tail}"
 
 
+def accounts(host: Host) -> dict[str, set[str]]:
+    """The account and group names in /etc/passwd and /etc/group."""
+    return {
+        path: {line.split(":", 1)[0] for line in host.get(path).decode().splitlines() if line}
+        for path in ("/etc/passwd", "/etc/group")
+    }
+
+
 def initramfs(host: Host) -> tuple[str, list[str]]:
     """The checksum of Debian's kernel's initramfs, and the modprobe.d files inside it."""
     image = host.run(["sh", "-c", "ls /boot/initrd.img-*"]).stdout.split()
@@ -87,6 +99,7 @@ def test_distro_driver_is_built_by_dkms_a_second_apply_changes_nothing_and_remov
     host = kernel_host
     gw = gateway(host)
     before = snapshot(host)
+    accounts_before = accounts(host)
     with Mirror(tmp_path / "mirror", addresses=("127.0.0.1", gw)) as mirror:
         settings = {
             "gpu_install_image_build": True,
@@ -166,8 +179,19 @@ def test_distro_driver_is_built_by_dkms_a_second_apply_changes_nothing_and_remov
         assert removed_initramfs[0] != applied_initramfs[0]
         assert not [p for p in removed_initramfs[1] if "gpu-install" in p], removed_initramfs
         # The host is as it was before apply: packages, /etc, unit states, no gpu-install state; the settings file
-        # the test wrote stays.
+        # the test wrote stays. Two differences are not gpu-install's to take back, each checked for what it is:
+        # the driver's account (ACCOUNT_FILES), and libraries apt upgraded because a package apply installed needed
+        # their newer version (removal takes back packages, and never downgrades one the host had).
         d = without(diff(before, snapshot(host)), "files", "added", "/etc/gpu-install", SETTINGS_FILE)
+        added = {path: names - accounts_before[path] for path, names in accounts(host).items()}
+        assert added == {"/etc/passwd": {DRIVER_ACCOUNT}, "/etc/group": {DRIVER_ACCOUNT}}, added
+        assert all(accounts_before[path] <= names for path, names in accounts(host).items())
+        d = without(d, "files", "changed", *ACCOUNT_FILES)
+        upgraded = d.get("packages", {}).get("changed", {})
+        for name, (old, new) in upgraded.items():
+            newer = host.run(["dpkg", "--compare-versions", new, "gt", old], check=False).returncode == 0
+            assert newer, (name, old, new)
+        d = without(d, "packages", "changed", *upgraded)
         assert not d, "remove --driver left the host unlike before apply:\n" + render(d)
 
         # A second remove --driver finds nothing, drains nothing and changes nothing.
