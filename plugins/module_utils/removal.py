@@ -345,6 +345,10 @@ def plan(opts: Options, manager: str, run: Runner = _run) -> Dict[str, Any]:
     toolkit_goes = bool(set(remove) & set(TOOLKIT_PACKAGES))
     items = engine_items + _unit_items(opts, toolkit_goes)
     items += [item("package", name, "purge", f"version {remove[name]}") for name in sorted(remove)]
+    groups = pkgrecord.recorded(opts.state_dir, manager)
+    driver_packages = sorted(n for n in remove if groups.get(n, {}).get("group") == "driver")
+    if "nvidia-persistenced" in remove and _user_exists(PERSISTENCED_USER):
+        kept.append({"target": f"the {PERSISTENCED_USER} account", "why": PERSISTENCED_USER_WHY})
     if toolkit_goes and os.path.exists(container_mode.TOOLKIT_SPEC):
         items.append(item("file", container_mode.TOOLKIT_SPEC, "remove", "the toolkit's CDI spec"))
     if "nvidia-container-toolkit-base" in remove and os.path.isfile(TOOLKIT_CONFIG):
@@ -367,7 +371,8 @@ def plan(opts: Options, manager: str, run: Runner = _run) -> Dict[str, Any]:
         kept.append({"target": "the NVIDIA driver", "why": "remove --driver takes it back"})
     containers = nvidia_containers(opts.runtime_name, run) if toolkit_goes or engine_items else []
     return {"items": _unique(items), "kept": kept, "blocking_containers": containers,
-            "restart_needed": ["docker"] if restart else [], "dockerd_reload_keys": reload_keys(opts)}  # fmt: skip
+            "restart_needed": ["docker"] if restart else [], "dockerd_reload_keys": reload_keys(opts),
+            "driver_packages": driver_packages}  # fmt: skip
 
 
 def _engine_items(opts: Options, kept: List[Dict[str, str]]) -> Tuple[List[Item], bool]:
@@ -409,6 +414,22 @@ def _file_items(opts: Options, manager: str, docker_stays: bool, kept: List[Dict
         kind = "file" if owned.kind == "unit" else owned.kind
         out.append(item(kind, owned.path, "remove", _edited(owned.path, recorded, owned.detail)))
     return out
+
+
+# Debian's nvidia-persistenced creates this system account (its unit runs `nvidia-persistenced --user nvpd`) and, as
+# Debian's policy has packages do, leaves it when purged (Debian Policy 9.2.2, read 2026-12-07).
+PERSISTENCED_USER = "nvpd"
+PERSISTENCED_USER_WHY = "nvidia-persistenced's package made it and leaves it on purge, as Debian's packages do"
+
+
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _entries(directory: str) -> List[str]:

@@ -108,6 +108,11 @@ dockerd_reload_keys:
   description: What daemon.json says for the removal's reload of dockerd only (docker_service O(reload_keys)).
   returned: always
   type: dict
+driver_packages:
+  description: The planned packages gpu-install installed for the driver (their removal runs inside the drain).
+  returned: always
+  type: list
+  elements: str
 step:
   description: The step that ran.
   returned: always
@@ -135,7 +140,7 @@ def main() -> None:
     )
     p = module.params
     result = {"changed": False, "step": p["step"], "items": [], "kept": [], "blocking_containers": [],
-              "restart_needed": [], "dockerd_reload_keys": {}}  # fmt: skip
+              "restart_needed": [], "dockerd_reload_keys": {}, "driver_packages": []}  # fmt: skip
     manager = pkgmgr.manager(gpu_detect.detect(None))
     if p["step"] == "record_files":
         if not module.check_mode:
@@ -151,7 +156,8 @@ def main() -> None:
     try:
         now = removal.plan(opts, manager)
         result.update(kept=now["kept"], blocking_containers=now["blocking_containers"],
-                      restart_needed=now["restart_needed"], dockerd_reload_keys=now["dockerd_reload_keys"])  # fmt: skip
+                      restart_needed=now["restart_needed"], dockerd_reload_keys=now["dockerd_reload_keys"],
+                      driver_packages=now["driver_packages"])  # fmt: skip
         if now["blocking_containers"]:
             raise removal.RemovalError(errors.BUSY, removal.refusal(now["blocking_containers"]))
         if p["step"] == "plan":
