@@ -133,7 +133,7 @@ class Owned(NamedTuple):
 
 
 def owned_files(manager: str) -> List[Owned]:
-    """Every whole file an apply can write (driver-class ones apart: see driver_files)."""
+    """Every whole file an apply can write (the driver's apart: driver.removal_items lists those)."""
     out = [
         Owned(UDEV_RULE, "file", "the /dev/char links rule (runtime mode)", True),
         Owned(container_mode.OWN_SPEC, "file", "gpu-install's CDI spec (cdi mode)", False),
@@ -267,15 +267,17 @@ class Options(NamedTuple):
     state_dir: str = STATE_DIR
 
 
-def _daemon_json_items(opts: Options) -> Tuple[List[Item], bool]:
-    """daemon.json's keys gpu-install set, and whether dockerd needs a restart (else a reload) for them."""
+def _daemon_json_plan(opts: Options) -> daemon_json.Plan:
+    """daemon.json as the removal leaves it (daemon_json's own plan of state=absent); a malformed file refuses."""
     try:
-        p = daemon_json.plan(
-            opts.docker_config_path, daemon_json.Options(runtime_name=opts.runtime_name, state="absent"),
-            opts.state_dir,
-        )  # fmt: skip
+        options = daemon_json.Options(runtime_name=opts.runtime_name, state="absent")
+        return daemon_json.plan(opts.docker_config_path, options, opts.state_dir)
     except daemon_json.DaemonJsonError as exc:
         raise RemovalError(exc.code, exc.reason) from None
+
+
+def _daemon_json_items(p: daemon_json.Plan) -> Tuple[List[Item], bool]:
+    """daemon.json's keys gpu-install set, and whether dockerd needs a restart (else a reload) for them."""
     if not p.changed:
         return [], False
     target = p.path
@@ -309,13 +311,9 @@ def _changes(before: Any, after: Any, prefix: str = "") -> List[Tuple[str, Any]]
 DOCKERD_DEFAULTS: Dict[str, Any] = {"default-runtime": "runc", "runtimes": {}}
 
 
-def reload_keys(opts: Options) -> Dict[str, Any]:
-    """What daemon.json must say for the removal's reload: its own values of those keys, else dockerd's defaults."""
-    try:
-        options = daemon_json.Options(runtime_name=opts.runtime_name, state="absent")
-        after = daemon_json.plan(opts.docker_config_path, options, opts.state_dir).after
-    except daemon_json.DaemonJsonError:
-        after = {}
+def reload_keys(after: Dict[str, Any]) -> Dict[str, Any]:
+    """What daemon.json must say for the removal's reload: its own values of those keys (``after``: daemon.json as
+    the removal leaves it), else dockerd's defaults."""
     return {k: daemon_json.to_plain(after.get(k, v)) for k, v in DOCKERD_DEFAULTS.items()}
 
 
@@ -341,7 +339,8 @@ def plan(opts: Options, manager: str, run: Runner = _run) -> Dict[str, Any]:
     dockers = docker_installed(installed)
     remove, kept = pkgrecord.removal_set(["container", "driver"] if opts.driver else ["container"], manager,
                                          state_dir=opts.state_dir)  # fmt: skip
-    engine_items, restart = _engine_items(opts, kept)
+    dj = _daemon_json_plan(opts)
+    engine_items, restart = _engine_items(opts, dj, kept)
     toolkit_goes = bool(set(remove) & set(TOOLKIT_PACKAGES))
     items = engine_items + _unit_items(opts, toolkit_goes)
     items += [item("package", name, "purge", f"version {remove[name]}") for name in sorted(remove)]
@@ -371,14 +370,14 @@ def plan(opts: Options, manager: str, run: Runner = _run) -> Dict[str, Any]:
         kept.append({"target": "the NVIDIA driver", "why": "remove --driver takes it back"})
     containers = nvidia_containers(opts.runtime_name, run) if toolkit_goes or engine_items else []
     return {"items": _unique(items), "kept": kept, "blocking_containers": containers,
-            "restart_needed": ["docker"] if restart else [], "dockerd_reload_keys": reload_keys(opts),
+            "restart_needed": ["docker"] if restart else [], "dockerd_reload_keys": reload_keys(dj.after),
             "driver_packages": driver_packages}  # fmt: skip
 
 
-def _engine_items(opts: Options, kept: List[Dict[str, str]]) -> Tuple[List[Item], bool]:
+def _engine_items(opts: Options, dj: daemon_json.Plan, kept: List[Dict[str, str]]) -> Tuple[List[Item], bool]:
     """daemon.json's and containerd's items, and whether dockerd must restart (else reload) for them."""
-    items, restart = _daemon_json_items(opts)
-    if (items and _dockerd_answers()) or _dockerd_live_without_file(opts):
+    items, restart = _daemon_json_items(dj)
+    if (items and _dockerd_answers()) or _dockerd_live_without_file(opts.runtime_name, dj.after):
         detail = "running containers stop" if restart else "SIGHUP: running containers keep running"
         items.append(item("setting", "dockerd", "restart" if restart else "reload", detail))
     containerd_items, containerd_kept = _containerd_plan(opts)
@@ -416,8 +415,8 @@ def _file_items(opts: Options, manager: str, docker_stays: bool, kept: List[Dict
     return out
 
 
-# Debian's nvidia-persistenced creates this system account (its unit runs `nvidia-persistenced --user nvpd`) and, as
-# Debian's policy has packages do, leaves it when purged (Debian Policy 9.2.2, read 2026-12-07).
+# Debian's nvidia-persistenced creates this system account (its unit runs `nvidia-persistenced --user nvpd`) and
+# leaves it when purged, as seen on bookworm (tests/integration/test_driver_apply.py, DRIVER_ACCOUNT).
 PERSISTENCED_USER = "nvpd"
 PERSISTENCED_USER_WHY = "nvidia-persistenced's package made it and leaves it on purge, as Debian's packages do"
 
@@ -467,16 +466,11 @@ def _family(manager: str) -> str:
     return "debian" if manager == "apt" else "redhat"
 
 
-def _dockerd_live_without_file(opts: Options) -> bool:
-    """dockerd still runs with NVIDIA's runtime that daemon.json no longer names (a removal killed before its
-    reload): the reload is still to do."""
-    try:
-        options = daemon_json.Options(runtime_name=opts.runtime_name, state="absent")
-        after = daemon_json.plan(opts.docker_config_path, options, opts.state_dir).after
-    except daemon_json.DaemonJsonError:
-        return False
-    named = opts.runtime_name in (after.get("runtimes") or {}) or after.get("default-runtime") == opts.runtime_name
-    return not named and _dockerd_live(opts.runtime_name)
+def _dockerd_live_without_file(runtime_name: str, after: Dict[str, Any]) -> bool:
+    """dockerd still runs with NVIDIA's runtime that daemon.json (``after``) no longer names (a removal killed
+    before its reload): the reload is still to do."""
+    named = runtime_name in (after.get("runtimes") or {}) or after.get("default-runtime") == runtime_name
+    return not named and _dockerd_live(runtime_name)
 
 
 def _containerd_plan(opts: Options) -> Tuple[List[Item], List[Dict[str, str]]]:
