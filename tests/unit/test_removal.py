@@ -78,3 +78,19 @@ def test_removal_is_not_a_setting(tmp_path: Path):
     with pytest.raises(errors.GpuInstallError) as exc:
         settings.load(str(path))
     assert exc.value.code == 4
+
+
+def test_a_malformed_daemon_json_refuses_the_plan_with_exit_4_naming_the_file(tmp_path: Path):
+    config = tmp_path / "daemon.json"
+    config.write_text('{"runtimes": {,}}\n')
+    opts = removal.Options(docker_config_path=str(config), state_dir=str(tmp_path / "state"))
+    with pytest.raises(removal.RemovalError) as exc:
+        removal._daemon_json_plan(opts)
+    assert exc.value.code == 4 and str(config) in exc.value.reason
+    assert config.read_text() == '{"runtimes": {,}}\n'
+
+
+def test_the_reload_says_what_daemon_json_keeps_else_dockerds_defaults():
+    assert removal.reload_keys({}) == {"default-runtime": "runc", "runtimes": {}}
+    kept = {"default-runtime": "runsc", "runtimes": {"runsc": {"path": "/usr/bin/runsc"}}}
+    assert removal.reload_keys(kept) == kept
