@@ -246,31 +246,20 @@ def main() -> None:
             for leftover in fileio.remove_stale_temps(os.path.realpath(target)):
                 module.warn(f"removed {leftover}, the temp file of a write that was interrupted")
     try:
+        common = {
+            "restart": p["restart"],
+            "timeout": p["timeout"],
+            "backup": p["backup"],
+            "check_mode": module.check_mode,
+            "ctr_path": p["ctr_path"],
+            "socket": p["socket"],
+            "state_dir": p["state_dir"],
+        }
         if p["state"] == "absent":
-            result = containerd.remove(
-                p["path"],
-                p["drop_in"],
-                restart=p["restart"],
-                timeout=p["timeout"],
-                backup=p["backup"],
-                check_mode=module.check_mode,
-                ctr_path=p["ctr_path"],
-                socket=p["socket"],
-                state_dir=p["state_dir"],
-            )
+            result = containerd.remove(p["path"], p["drop_in"], **common)
         else:
             result = containerd.configure(
-                p["path"],
-                p["drop_in"],
-                options,
-                restart=p["restart"],
-                timeout=p["timeout"],
-                backup=p["backup"],
-                check_mode=module.check_mode,
-                containerd_path=p["containerd_path"],
-                ctr_path=p["ctr_path"],
-                socket=p["socket"],
-                state_dir=p["state_dir"],
+                p["path"], p["drop_in"], options, containerd_path=p["containerd_path"], **common
             )
     except containerd.ContainerdError as exc:
         failed = containerd.result_skeleton(os.path.realpath(p["path"]), os.path.realpath(p["drop_in"]))

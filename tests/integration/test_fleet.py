@@ -110,6 +110,15 @@ def load_report(directory: Path) -> dict:
     return data
 
 
+def image_build_settings(mirror: Mirror, gw: str) -> dict:
+    """The fleet's settings: image builds (no GPU here), no driver, NVIDIA's toolkit from the mirror fixture."""
+    return {
+        "gpu_install_image_build": True,
+        "nvidia_driver_source": "none",
+        "gpu_install_repositories": mirror.repositories(gw, ids=("nvidia_container_toolkit",)),
+    }
+
+
 def write_inventory(path: Path, addresses: dict[str, str], ssh_key) -> None:
     """A JSON inventory of the hosts (name -> address), reached as root over SSH with the test's key."""
     ssh_args = " ".join(o for o in ssh_key.options() if o not in ("-i", str(ssh_key.private))) + " -o ConnectTimeout=5"
@@ -145,11 +154,7 @@ def test_fleet_run_converges_the_healthy_hosts_reports_the_broken_and_unreachabl
     addresses = {**{name: host.ip for name, host in zip(names, hosts, strict=True)}, "gone-1": nobody_answers(gw)}
     write_inventory(tmp_path / "inventory.json", addresses, ssh_key)
     with Mirror(tmp_path / "mirror", addresses=("127.0.0.1", gw)) as mirror:
-        settings = {
-            "gpu_install_image_build": True,
-            "nvidia_driver_source": "none",
-            "gpu_install_repositories": mirror.repositories(gw, ids=("nvidia_container_toolkit",)),
-        }
+        settings = image_build_settings(mirror, gw)
         extra = tmp_path / "settings.json"
         extra.write_text(json.dumps({**settings, "gpu_install_report_dir": str(tmp_path / "report-1")}))
 
@@ -245,11 +250,7 @@ def test_fleet_remove_playbook_takes_back_two_applied_hosts_and_reports_them_rem
     collections = collection_from_wheel(project_wheel, tmp_path / "wheel")
     write_inventory(tmp_path / "inventory.json", {name: host.ip for name, host in hosts.items()}, ssh_key)
     with Mirror(tmp_path / "mirror", addresses=("127.0.0.1", gw)) as mirror:
-        settings = {
-            "gpu_install_image_build": True,
-            "nvidia_driver_source": "none",
-            "gpu_install_repositories": mirror.repositories(gw, ids=("nvidia_container_toolkit",)),
-        }
+        settings = image_build_settings(mirror, gw)
         extra = tmp_path / "settings.json"
         extra.write_text(json.dumps({**settings, "gpu_install_report_dir": str(tmp_path / "report-apply")}))
         rc, out = playbook(collections, tmp_path / "inventory.json", extra, tmp_path)
