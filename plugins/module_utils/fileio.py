@@ -160,3 +160,21 @@ def save_file_record(state_dir: str, name: str, target: str, entry: Dict[str, An
     os.makedirs(state_dir, mode=0o755, exist_ok=True)
     text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     write_atomic(path, text.encode("utf-8"), 0o644, os.geteuid(), os.getegid())
+
+
+# The first lines of every whole file gpu-install writes say so.
+MARKER = "Written by gpu-install"
+
+
+def marked(text: Optional[str]) -> bool:
+    """A file's text (None: unreadable) that carries gpu-install's marker near its start."""
+    return text is not None and MARKER in text[:512]
+
+
+def read_text(path: str) -> Optional[str]:
+    """The file's text, or None when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return None

@@ -49,7 +49,6 @@ STATE_DIR = "/var/lib/gpu-install"
 BACKUP_ROOT = "/var/backups/gpu-install"
 # What the end of every apply records of the files below: path -> sha256, to tell a user's edit afterwards.
 FILES_RECORD = "files.json"
-MARKER = b"Written by gpu-install"
 UNIT_DIR = "/etc/systemd/system"
 UDEV_RULE = "/etc/udev/rules.d/71-nvidia-dev-char.rules"
 TOOLKIT_UNITS = ("nvidia-cdi-refresh.path", "nvidia-cdi-refresh.service")
@@ -111,8 +110,7 @@ def _read(path: str) -> Optional[bytes]:
 
 
 def _ours(path: str) -> bool:
-    data = _read(path)
-    return data is not None and MARKER in data[:512]
+    return fileio.marked(fileio.read_text(path))
 
 
 def sha256(path: str) -> Optional[str]:
@@ -225,11 +223,7 @@ def _enabled_links(name: str) -> List[str]:
 
 
 def _container_record(state_dir: str) -> Dict[str, Any]:
-    try:
-        data = json.loads(_read(os.path.join(state_dir, container_mode.RECORD_NAME)) or b"{}")
-        return data if isinstance(data, dict) else {}
-    except ValueError:
-        return {}
+    return container_mode.parse_record(fileio.read_text(os.path.join(state_dir, container_mode.RECORD_NAME)))
 
 
 def _backups_beside(paths: Sequence[str]) -> List[str]:
